@@ -1,0 +1,330 @@
+"""The one config object: a TOML file validated into frozen, typed sections.
+
+Every key is declared once, as a dataclass field whose metadata carries its help text (unit and
+range), bounds and allowed values. Validation collects *every* problem before failing, each as
+`line N: section.key: what is wrong (got X); fix`, suggests the nearest key for a typo, and
+never lets a traceback reach a technician. Nothing else in the program reads files or
+environment variables for settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scanner.errors import ConfigError
+
+_VILLAGE_RE = re.compile(r"^\d{12}$")
+
+
+def key(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+        choices: tuple[str, ...] | None = None, path: bool = False) -> Any:
+    """Declare one config key: default, help text (shown in errors and docs), bounds."""
+    meta = {"help": help, "min": min, "max": max, "choices": choices, "path": path}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class CheckpointSection:
+    id: str = key("CHECKPOINT-1", "checkpoint id as the central platform knows it")
+    device_id: str = key("device-1", "this device's id; one per Pi")
+    kind: str = key("highway_exit", "lane kind", choices=("highway_exit", "village_gate"))
+    villages: tuple[str, ...] = key((), "12-digit village/community codes this gate admits (village_gate)")
+
+
+@dataclass(frozen=True)
+class CameraSection:
+    source: str = key("replay", "frame source", choices=("replay", "opencv"))
+    device: str = key("/dev/video0", "V4L2 device path for source=opencv; prefer /dev/v4l/by-id/...")
+    replay_path: str = key("", "folder of images or a video file for source=replay", path=True)
+    replay_loop: bool = key(True, "replay: start again at the end")
+    replay_fps: float = key(10.0, "replay: frames per second", min=0.5, max=120)
+    width: int = key(640, "capture width in pixels", min=160, max=4096)
+    height: int = key(480, "capture height in pixels", min=120, max=3072)
+    fps: int = key(15, "capture frames per second", min=1, max=120)
+    max_frame_age_s: float = key(0.5, "never decode a frame older than this (seconds)", min=0.05, max=5)
+
+
+@dataclass(frozen=True)
+class ThermometerSection:
+    source: str = key("scripted", "thermometer", choices=("scripted", "mlx90614"))
+    i2c_bus: int = key(1, "I2C bus number (/dev/i2c-N); 1 on a Pi header", min=0, max=20)
+    address: int = key(0x5A, "7-bit I2C address of the MLX90614", min=0x03, max=0x77)
+    poll_interval_s: float = key(0.05, "time between sensor reads (seconds)", min=0.01, max=1)
+    presence_delta_c: float = key(2.0, "object minus ambient that means a person is in front (°C)", min=0.5, max=20)
+    skin_min_c: float = key(28.0, "lowest object temperature counted as skin (°C)", min=15, max=36)
+    skin_max_c: float = key(43.0, "highest object temperature counted as skin (°C)", min=37, max=50)
+    presence_hold_s: float = key(0.3, "presence must hold this long before sampling (seconds)", min=0, max=5)
+    samples: int = key(7, "samples per measurement; the median is reported", min=3, max=50)
+    max_spread_c: float = key(0.3, "max-min of the samples above which the reading is unstable (°C)", min=0.05, max=3)
+    offset_c: float = key(0.0, "calibration: added to the object temperature (°C)", min=-5, max=10)
+    ambient_coeff: float = key(0.0, "calibration: °C added per °C ambient below reference_ambient_c", min=-1, max=1)
+    reference_ambient_c: float = key(25.0, "calibration: ambient where only offset_c applies (°C)", min=-20, max=50)
+    calibration_version: str = key("uncalibrated", "recorded with every passage; change it when you recalibrate")
+    ambient_min_c: float = key(-10.0, "below this ambient the reading is unreliable (°C)", min=-40, max=30)
+    ambient_max_c: float = key(45.0, "above this ambient the reading is unreliable (°C)", min=10, max=85)
+    fault_after: int = key(5, "consecutive failed reads before the sensor counts as down", min=1, max=100)
+
+
+@dataclass(frozen=True)
+class IndicatorsSection:
+    source: str = key("mock", "LED/buzzer backend", choices=("mock", "gpio"))
+    pin_factory: str = key("lgpio", "gpiozero pin factory for source=gpio (lgpio on a Pi 5)",
+                           choices=("lgpio", "rpigpio", "pigpio", "native"))
+    green_pin: int = key(17, "BCM number of the green LED", min=2, max=27)
+    red_pin: int = key(27, "BCM number of the red LED", min=2, max=27)
+    buzzer_pin: int = key(22, "BCM number of the active buzzer", min=2, max=27)
+    relay_pin: int = key(0, "BCM number of the gate relay; 0 = no relay", min=0, max=27)
+    active_high: bool = key(True, "LEDs light when the pin is high")
+    relay_active_high: bool = key(True, "relay closes when the pin is high")
+    relay_pulse_s: float = key(3.0, "how long the relay releases the gate on PASS (seconds)", min=0.2, max=30)
+    verdict_hold_s: float = key(2.0, "how long a verdict stays lit before READY (seconds)", min=0.3, max=30)
+
+
+@dataclass(frozen=True)
+class PolicySection:
+    fever_threshold_c: float = key(37.3, "calibrated body temperature at or above which DENY FEVER (°C)", min=35.0, max=40.0)
+    clock_skew_s: int = key(300, "allowed clock difference when checking code times (seconds)", min=0, max=3600)
+    pairing_window_s: float = key(10.0, "codes and temperature of one person must come within this (seconds)", min=1, max=120)
+    cooldown_s: float = key(3.0, "the same code is not counted again within this (seconds)", min=0, max=60)
+
+
+@dataclass(frozen=True)
+class TrustSection:
+    trust_list: str = key("trust/trust-list.cose", "signed trust list file", path=True)
+    anchor_cert: str = key("trust/anchor.crt", "pinned trust-anchor certificate (PEM or DER)", path=True)
+
+
+@dataclass(frozen=True)
+class ClockSection:
+    trust: str = key("system", "when the wall clock counts as right: 'system' asks the kernel "
+                     "(NTP sync); 'always' only for simulation and bench tests", choices=("system", "always"))
+
+
+@dataclass(frozen=True)
+class StoreSection:
+    path: str = key("/var/lib/checkpoint-scanner/outbox.db", "SQLite outbox file", path=True)
+
+
+@dataclass(frozen=True)
+class LogSection:
+    level: str = key("info", "log level", choices=("debug", "info", "warning", "error"))
+    format: str = key("json", "journal line format", choices=("json", "text"))
+
+
+@dataclass(frozen=True)
+class SimulationSection:
+    bootstrap: bool = key(False, "create demo keys, codes and replay frames when missing "
+                          "(simulated devices only)")
+    person_every_s: float = key(6.0, "scripted thermometer: a person arrives this often (seconds)", min=1, max=600)
+    person_temp_c: float = key(33.0, "scripted thermometer: their skin temperature (°C)", min=20, max=45)
+    ambient_c: float = key(24.0, "scripted thermometer: ambient (°C)", min=-20, max=50)
+
+
+@dataclass(frozen=True)
+class Config:
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    camera: CameraSection = field(default_factory=CameraSection)
+    thermometer: ThermometerSection = field(default_factory=ThermometerSection)
+    indicators: IndicatorsSection = field(default_factory=IndicatorsSection)
+    policy: PolicySection = field(default_factory=PolicySection)
+    trust: TrustSection = field(default_factory=TrustSection)
+    clock: ClockSection = field(default_factory=ClockSection)
+    store: StoreSection = field(default_factory=StoreSection)
+    log: LogSection = field(default_factory=LogSection)
+    simulation: SimulationSection = field(default_factory=SimulationSection)
+    source_path: str = ""
+
+    @property
+    def simulated(self) -> bool:
+        return (self.camera.source == "replay" and self.thermometer.source == "scripted"
+                and self.indicators.source == "mock")
+
+
+SECTIONS: dict[str, type] = {name: t for name, t in typing.get_type_hints(Config).items()
+                             if name != "source_path"}
+
+
+def all_keys() -> list[str]:
+    """Every `section.key`: the docs test checks each is in config/example.toml."""
+    return [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
+
+
+def _locate(text: str) -> tuple[dict[str, int], dict[str, int]]:
+    """Line numbers of `[section]` headers and `section.key` assignments. tomllib gives none,
+    and a technician needs the line to find the mistake in a 200-line commented file."""
+    sections: dict[str, int] = {}
+    keys: dict[str, int] = {}
+    current = ""
+    for n, line in enumerate(text.splitlines(), start=1):
+        s = line.strip()
+        m = re.match(r"^\[\s*([A-Za-z0-9_.\-]+)\s*\]", s)
+        if m:
+            current = m.group(1)
+            sections.setdefault(current, n)
+            continue
+        m = re.match(r"^([A-Za-z0-9_\-]+)\s*=", s)
+        if m:
+            keys.setdefault(f"{current}.{m.group(1)}" if current else m.group(1), n)
+    return sections, keys
+
+
+def _type_name(t: Any) -> str:
+    return {str: "text in quotes", int: "a whole number", float: "a number", bool: "true or false"}.get(
+        t, "a list of texts in quotes")
+
+
+def _check_value(name: str, f: dataclasses.Field, t: Any, value: Any) -> tuple[Any, str | None]:
+    meta = f.metadata
+    hint = meta["help"]
+    if t is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    origin = typing.get_origin(t)
+    if origin is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            return value, f"must be {_type_name(t)} (got {value!r}); fix: write e.g. [\"330381001001\"] — {hint}"
+        return tuple(value), None
+    if t is bool and not isinstance(value, bool):
+        return value, f"must be true or false (got {value!r}); fix: write true or false without quotes — {hint}"
+    if t is int and (isinstance(value, bool) or not isinstance(value, int)):
+        return value, f"must be {_type_name(t)} (got {value!r}); fix: write a number without quotes — {hint}"
+    if t is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        return value, f"must be {_type_name(t)} (got {value!r}); fix: write a number without quotes — {hint}"
+    if t is str and not isinstance(value, str):
+        return value, f"must be {_type_name(t)} (got {value!r}); fix: put the value in double quotes — {hint}"
+    if meta["choices"] and value not in meta["choices"]:
+        near = difflib.get_close_matches(str(value), meta["choices"], n=1)
+        sug = f"did you mean \"{near[0]}\"? " if near else ""
+        return value, f"must be one of {', '.join(meta['choices'])} (got {value!r}); fix: {sug}{hint}"
+    lo, hi = meta["min"], meta["max"]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            return value, f"out of range {lo}..{hi} (got {value!r}); fix: {hint}"
+    return value, None
+
+
+def parse_config(text: str, path: str = "<config>") -> Config:
+    """Validate TOML text into a Config, or raise ConfigError listing every problem."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        m = re.search(r"line (\d+)", str(e))
+        where = f"line {m.group(1)}" if m else "line ?"
+        raise ConfigError([f"{where}: TOML syntax error: {e}; fix: check quotes, brackets and "
+                           "'key = value' on that line"], path) from None
+    sec_lines, key_lines = _locate(text)
+    problems: list[tuple[int, str]] = []
+    base = Path(path).resolve().parent if path and not path.startswith("<") else Path.cwd()
+    built: dict[str, Any] = {}
+
+    for sname, value in data.items():
+        if sname not in SECTIONS:
+            near = difflib.get_close_matches(sname, SECTIONS, n=1)
+            fix = f"did you mean [{near[0]}]?" if near else f"sections are {', '.join(SECTIONS)}"
+            problems.append((sec_lines.get(sname, key_lines.get(sname, 0)),
+                             f"{sname}: unknown section (got [{sname}]); fix: {fix}"))
+        elif not isinstance(value, dict):
+            problems.append((key_lines.get(sname, 0), f"{sname}: must be a [section] table; fix: "
+                             f"write [{sname}] on its own line and the keys below it"))
+
+    for sname, cls in SECTIONS.items():
+        raw = data.get(sname, {})
+        if not isinstance(raw, dict):
+            continue
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for kname, value in raw.items():
+            line = key_lines.get(f"{sname}.{kname}", sec_lines.get(sname, 0))
+            if kname not in fields:
+                near = difflib.get_close_matches(kname, fields, n=1)
+                fix = f"did you mean {near[0]}?" if near else f"keys in [{sname}] are {', '.join(fields)}"
+                problems.append((line, f"{sname}.{kname}: unknown key (got {kname} = {value!r}); fix: {fix}"))
+                continue
+            checked, err = _check_value(kname, fields[kname], hints[kname], value)
+            if err:
+                problems.append((line, f"{sname}.{kname}: {err}"))
+                continue
+            if fields[kname].metadata["path"] and checked:
+                checked = str((base / checked).resolve()) if not Path(checked).is_absolute() else checked
+            values[kname] = checked
+        if not any(p[1].startswith(f"{sname}.") for p in problems):
+            for fname, f in fields.items():
+                if fname not in values and f.metadata["path"] and f.default not in ("", dataclasses.MISSING):
+                    d = str(f.default)
+                    values[fname] = d if Path(d).is_absolute() else str((base / d).resolve())
+            built[sname] = cls(**values)
+
+    if not problems:
+        cfg = Config(**built, source_path=str(path))
+        problems.extend(_cross_checks(cfg, key_lines, sec_lines))
+        if not problems:
+            return cfg
+    problems.sort(key=lambda p: p[0])
+    raise ConfigError([f"line {n}: {msg}" if n else msg for n, msg in problems], path)
+
+
+def _cross_checks(cfg: Config, key_lines: dict[str, int], sec_lines: dict[str, int]) -> list[tuple[int, str]]:
+    """Rules that involve more than one key."""
+    out: list[tuple[int, str]] = []
+
+    def at(k: str) -> int:
+        return key_lines.get(k, sec_lines.get(k.split(".")[0], 0))
+
+    cp = cfg.checkpoint
+    bad = [v for v in cp.villages if not _VILLAGE_RE.match(v)]
+    if bad:
+        out.append((at("checkpoint.villages"), f"checkpoint.villages: village codes are 12 digits (got {bad[0]!r}); "
+                    "fix: copy the code printed on the residence registration"))
+    if cp.kind == "village_gate" and not cp.villages:
+        out.append((at("checkpoint.kind"), "checkpoint.villages: a village_gate needs at least one village "
+                    "(got []); fix: add villages = [\"330381001001\"] under [checkpoint]"))
+    ind = cfg.indicators
+    pins = {"green_pin": ind.green_pin, "red_pin": ind.red_pin, "buzzer_pin": ind.buzzer_pin}
+    if ind.relay_pin:
+        pins["relay_pin"] = ind.relay_pin
+    seen: dict[int, str] = {}
+    for name, pin in pins.items():
+        if pin in seen:
+            out.append((at(f"indicators.{name}"), f"indicators.{name}: GPIO{pin} is already used by "
+                        f"{seen[pin]} (got {pin}); fix: give each output its own pin"))
+        seen[pin] = name
+    if ind.relay_pin == 1:
+        out.append((at("indicators.relay_pin"), "indicators.relay_pin: GPIO1 is reserved for the HAT "
+                    "EEPROM (got 1); fix: use 0 for no relay or a pin from 2 to 27"))
+    th = cfg.thermometer
+    if th.skin_min_c >= th.skin_max_c:
+        out.append((at("thermometer.skin_min_c"), f"thermometer.skin_min_c: must be below skin_max_c "
+                    f"(got {th.skin_min_c} >= {th.skin_max_c}); fix: e.g. 28.0 and 43.0"))
+    if th.ambient_min_c >= th.ambient_max_c:
+        out.append((at("thermometer.ambient_min_c"), "thermometer.ambient_min_c: must be below ambient_max_c "
+                    f"(got {th.ambient_min_c} >= {th.ambient_max_c}); fix: e.g. -10.0 and 45.0"))
+    if cfg.camera.source == "replay" and not cfg.camera.replay_path and not cfg.simulation.bootstrap:
+        out.append((at("camera.replay_path"), "camera.replay_path: source=replay needs a folder or video "
+                    "(got \"\"); fix: set replay_path, or [simulation] bootstrap = true"))
+    if cfg.simulation.bootstrap and not cfg.simulated:
+        out.append((at("simulation.bootstrap"), "simulation.bootstrap: only for simulated devices (got true "
+                    "with real hardware configured); fix: set bootstrap = false on a real Pi"))
+    if cfg.clock.trust == "always" and not cfg.simulated:
+        out.append((at("clock.trust"), "clock.trust: 'always' would PASS codes on a wrong clock (got \"always\" "
+                    "with real hardware); fix: use \"system\" on a real Pi"))
+    return out
+
+
+def load_config(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"config file not found; fix: copy config/example.toml to {p} and edit it"],
+                          str(p)) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError([f"cannot read the config ({e.__class__.__name__}: {e}); fix: check the "
+                           "file's permissions and that it is UTF-8 text"], str(p)) from None
+    return parse_config(text, str(p))

@@ -1,0 +1,105 @@
+"""The decision table of CODES.md section 5, as one pure function.
+
+Inputs are what the passage collected (credential verifications and one measurement) and the
+checkpoint's rules; the output is a verdict with *every* reason that applied. The strictest
+verdict wins (DENY over REVIEW over PASS) and a PASS needs every input present and good: a
+missing code, a missing temperature or a sensor fault can never turn into a green light.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from scanner.models import Decision, Measurement, TempStatus, Verdict, strictest
+
+# Verification codes that mean "this credential is bad": the person is refused.
+DENY_CODES = frozenset({"SIGNATURE_INVALID", "EXPIRED", "REVOKED", "DENYLISTED", "FORMAT_INVALID",
+                        "CLAIMS_INVALID", "SIGNER_NOT_ALLOWED"})
+# Verification codes that mean "we cannot tell here": staff decide.
+REVIEW_CODES = frozenset({"UNKNOWN_SIGNER", "NOT_YET_VALID", "CLOCK_UNTRUSTED", "TRUST_DATA_EXPIRED",
+                          "ONLINE_UNAVAILABLE", "HEALTH_PENDING"})
+COLOUR_REASON = {"red": "HEALTH_RED", "yellow": "HEALTH_YELLOW"}
+TEMP_REASON = {TempStatus.UNAVAILABLE: "TEMP_UNAVAILABLE", TempStatus.UNSTABLE: "TEMP_UNSTABLE",
+               TempStatus.UNRELIABLE: "TEMP_UNAVAILABLE"}
+# Every reason the policy can give: the i18n test checks each has Chinese and English text.
+ALL_REASONS = (DENY_CODES | REVIEW_CODES | set(COLOUR_REASON.values()) | set(TEMP_REASON.values())
+               | {"OK", "FEVER", "NO_CODE", "RESIDENCE_MISSING", "RESIDENCE_OTHER_VILLAGE"})
+
+
+@dataclass(frozen=True)
+class CheckpointRules:
+    kind: str = "highway_exit"  # or "village_gate"
+    villages: frozenset[str] = frozenset()
+    fever_threshold_c: float = 37.3
+
+    @property
+    def requires_residence(self) -> bool:
+        return self.kind == "village_gate"
+
+
+def _verdict_for(reason: str) -> Verdict:
+    if reason in DENY_CODES or reason in {"HEALTH_RED", "HEALTH_YELLOW", "FEVER"}:
+        return Verdict.DENY
+    return Verdict.REVIEW
+
+
+def is_credential(v: Any) -> bool:
+    """A QR that is not a credential at all (a payment code, a link, plain text) is no code."""
+    return v.code != "FORMAT_UNSUPPORTED"
+
+
+def credential_reasons(v: Any, rules: CheckpointRules) -> list[str]:
+    """Reasons one verified credential contributes; [] when it is good."""
+    if v.code != "VALID":
+        return [v.code]
+    out: list[str] = []
+    if "TRUST_DATA_EXPIRED" in getattr(v, "warnings", ()):
+        out.append("TRUST_DATA_EXPIRED")
+    if v.kind == "health" and v.colour in COLOUR_REASON:
+        out.append(COLOUR_REASON[v.colour])
+    if v.kind == "residence" and rules.requires_residence and v.village not in rules.villages:
+        out.append("RESIDENCE_OTHER_VILLAGE")
+    return out
+
+
+def decide(verifications: Sequence[Any], measurement: Measurement | None,
+           rules: CheckpointRules) -> Decision:
+    creds = [v for v in verifications if is_credential(v)]
+    reasons: list[str] = []
+    for v in creds:
+        reasons.extend(credential_reasons(v, rules))
+    # A broken code with a known prefix has no kind; it still counts as "a code was shown".
+    health = [v for v in creds if v.kind == "health" or v.kind is None]
+    if not health:
+        reasons.append("NO_CODE")
+    if rules.requires_residence and not any(v.kind == "residence" for v in creds):
+        reasons.append("RESIDENCE_MISSING")
+    if measurement is None:
+        reasons.append("TEMP_UNAVAILABLE")
+    elif measurement.status is not TempStatus.OK:
+        reasons.append(TEMP_REASON[measurement.status])
+    elif measurement.body_c is None:
+        reasons.append("TEMP_UNAVAILABLE")
+    elif measurement.body_c >= rules.fever_threshold_c:
+        reasons.append("FEVER")
+    reasons = _unique(reasons)
+    if not reasons:
+        return Decision(Verdict.PASS, ("OK",))
+    verdict = strictest([_verdict_for(r) for r in reasons])
+    # Strictest first, so the banner shows the reason that decided.
+    reasons.sort(key=lambda r: -_verdict_for(r).rank)
+    return Decision(verdict, tuple(reasons))
+
+
+def early_deny(verifications: Iterable[Any], rules: CheckpointRules) -> bool:
+    """True when a credential alone already refuses the person: no need to wait for the
+    temperature, and staff see the red light at once."""
+    return any(_verdict_for(r) is Verdict.DENY
+               for v in verifications if is_credential(v) for r in credential_reasons(v, rules))
+
+
+def _unique(items: list[str]) -> list[str]:
+    seen: set[str] = set()
+    return [x for x in items if not (x in seen or seen.add(x))]  # type: ignore[func-returns-value]

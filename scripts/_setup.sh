@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Shared set-up for ./scripts/demo and ./scripts/test: system library zbar, a virtual
+# environment in .venv, the package (editable). Idempotent; says what is wrong when a step fails.
+# Usage: source scripts/_setup.sh [test]
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${CHECKPOINT_VENV:-$ROOT/.venv}"
+PY="${PYTHON:-python3}"
+
+say() { printf '[setup] %s\n' "$*" >&2; }
+die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
+
+have_zbar() { ldconfig -p 2>/dev/null | grep -q 'libzbar\.so'; }
+
+if ! have_zbar; then
+    say "zbar shared library missing: installing libzbar0 with apt-get"
+    SUDO=""
+    if [ "$(id -u)" != 0 ]; then
+        command -v sudo >/dev/null || die "libzbar0 is missing and this is not root and there is no sudo: run 'apt-get install libzbar0' as root"
+        SUDO="sudo"
+    fi
+    command -v apt-get >/dev/null || die "libzbar0 is missing and there is no apt-get: install the zbar library with your package manager"
+    $SUDO apt-get update -qq >/dev/null || die "apt-get update failed: check the network or the apt sources"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libzbar0 >/dev/null \
+        || die "apt-get install libzbar0 failed: see the apt output above"
+    have_zbar || die "libzbar0 was installed but libzbar.so is still not found by ldconfig"
+fi
+
+command -v "$PY" >/dev/null || die "$PY not found: install Python 3.11 or newer"
+"$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "Python 3.11 or newer is needed (tomllib); $PY is $("$PY" -V 2>&1)"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    say "creating virtual environment $VENV"
+    "$PY" -m venv "$VENV" || die "python3 -m venv failed: install the venv module (apt-get install python3-venv)"
+fi
+
+EXTRA=""
+[ "${1:-}" = "test" ] && EXTRA="[test]"
+STAMP="$VENV/.installed${EXTRA:+-test}"
+if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ]; then
+    say "installing checkpoint-scanner$EXTRA into $VENV"
+    "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+    "$VENV/bin/python" -m pip install -q -e "$ROOT$EXTRA" \
+        || die "pip install failed: check that PyPI is reachable and read pip's message above"
+    touch "$STAMP"
+fi
+export PATH="$VENV/bin:$PATH"
