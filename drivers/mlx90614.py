@@ -78,6 +78,20 @@ _RETRY_ERRNOS = {
     errno.EAGAIN: "eio",  # i2c core: arbitration lost / bus busy, worth another try
 }
 
+_ERRNO_TEXT = {  # errno -> (problem, fix); fix may use {bus} and {address}
+    errno.EREMOTEIO: ("no ACK (errno 121)",
+                      "check SDA/SCL wiring, 3.3 V supply and i2cdetect -y {bus}"),
+    errno.EIO: ("I/O error (errno 5)",
+                "check wiring and pull-ups, lower the bus speed (dtparam=i2c_arm_baudrate=50000)"),
+    errno.ETIMEDOUT: ("bus timeout (errno 110)",
+                      "bus stuck or clock stretching: lower the bus speed or power-cycle the"
+                      " sensor"),
+    errno.EAGAIN: ("bus busy (errno 11)", "check for another master or process on the bus"),
+    errno.EBUSY: ("address busy (errno 16)",
+                  "a kernel driver owns {address:#04x}: unload the mlx90614 IIO module or"
+                  " remove its device-tree overlay"),
+}
+
 
 class SMBusLike(Protocol):
     """What the driver needs from a bus: smbus2.SMBus, or the emulated bus in tests."""
@@ -129,6 +143,26 @@ class _Failure(Exception):
         self.problem = problem
         self.fix = fix
         self.retryable = retryable
+
+
+def _check_temperature(raw: int, limits: tuple[float, float]) -> None:
+    """Reject what PEC cannot catch: sentinels, the chip's error flag, impossible values."""
+    if raw in (0x0000, 0xFFFF):
+        fix = "bus floating: check SDA/SCL wiring and pull-ups" if raw else (
+            "check wiring and the 3.3 V supply")
+        raise _Failure("sentinel", f"read {raw:#06x} ({raw_to_celsius(raw)} C)", fix)
+    if raw & ERROR_FLAG:
+        raise _Failure(
+            "error_flag", f"error flag set (raw {raw:#06x})",
+            "the chip reports an internal fault; power-cycle the sensor, replace it if this"
+            " persists",
+        )
+    celsius = raw_to_celsius(raw)
+    if not limits[0] <= celsius <= limits[1]:
+        raise _Failure(
+            "range", f"{celsius} C outside {limits[0]}..{limits[1]} C",
+            "check for a heat source or sunlight on the sensor, else replace it",
+        )
 
 
 class MLX90614:
@@ -183,11 +217,11 @@ class MLX90614:
     # -- public API ---------------------------------------------------------------------
 
     def ambient_temperature(self) -> float:
-        raw = self._read(RAM_TA, "ambient Ta (0x06)", self._check_temperature(TA_RANGE_C))
+        raw = self._read(RAM_TA, "ambient Ta (0x06)", TA_RANGE_C)
         return raw_to_celsius(raw)
 
     def object_temperature(self) -> float:
-        raw = self._read(RAM_TOBJ1, "object Tobj1 (0x07)", self._check_temperature(TO_RANGE_C))
+        raw = self._read(RAM_TOBJ1, "object Tobj1 (0x07)", TO_RANGE_C)
         return raw_to_celsius(raw)
 
     def emissivity(self) -> float:
@@ -202,6 +236,7 @@ class MLX90614:
         return "".join(f"{word:04x}" for word in words)
 
     def failure_counts(self) -> dict[str, int]:
+        """Failed tries per kind since creation (an errno that is not retried counts as eio)."""
         with self._lock:
             return dict(self._counts)
 
@@ -294,35 +329,15 @@ class MLX90614:
 
     # -- reads --------------------------------------------------------------------------
 
-    def _check_temperature(self, limits: tuple[float, float]) -> Callable[[int], None]:
-        def check(raw: int) -> None:
-            if raw in (0x0000, 0xFFFF):
-                fix = ("bus floating: check SDA/SCL wiring and pull-ups" if raw else
-                       "check wiring and the 3.3 V supply")
-                raise _Failure("sentinel", f"read {raw:#06x} ({raw_to_celsius(raw)} C)", fix)
-            if raw & ERROR_FLAG:
-                raise _Failure(
-                    "error_flag", f"error flag set (raw {raw:#06x})",
-                    "the chip reports an internal fault; power-cycle the sensor, replace it"
-                    " if this persists",
-                )
-            celsius = raw_to_celsius(raw)
-            if not limits[0] <= celsius <= limits[1]:
-                raise _Failure(
-                    "range", f"{celsius} C outside {limits[0]}..{limits[1]} C",
-                    "check for a heat source or sunlight on the sensor, else replace it",
-                )
-        return check
-
-    def _read(self, cmd: int, what: str, check: Callable[[int], None] | None = None) -> int:
+    def _read(self, cmd: int, what: str, limits: tuple[float, float] | None = None) -> int:
         with self._lock:
             self._wait_for_startup()
             failures: list[_Failure] = []
             for attempt in range(1, self._retries + 1):
                 try:
                     raw = self._read_word_once(cmd)
-                    if check is not None:
-                        check(raw)
+                    if limits is not None:
+                        _check_temperature(raw, limits)
                     return raw
                 except _Failure as failure:
                     self._counts[failure.kind] += 1
@@ -350,7 +365,7 @@ class MLX90614:
         write = i2c_msg.write(self.address, [cmd])
         read = i2c_msg.read(self.address, 3)
         self._transfer(write, read)
-        lsb, msb, pec = list(read)
+        lsb, msb, pec = bytes(read)
         expected = crc8(bytes([self.address << 1, cmd, (self.address << 1) | 1, lsb, msb]))
         if pec != expected:
             hint = " (0xff: nothing driven, bus floating or chip one byte ahead)" if (
@@ -404,34 +419,16 @@ class MLX90614:
 
     def _transfer(self, *msgs: i2c_msg) -> None:
         if self._bus is None:
-            raise _Failure("eio", "driver is closed", "create a new MLX90614", retryable=False)
+            raise SensorError(f"{self._where()}: driver is closed: create a new MLX90614")
         try:
             self._bus.i2c_rdwr(*msgs)
         except OSError as exc:
             kind = _RETRY_ERRNOS.get(exc.errno or 0)
-            problem, fix = self._errno_text(exc)
+            problem, fix = _ERRNO_TEXT.get(exc.errno or 0, (
+                f"{exc.strerror or exc} (errno {exc.errno})", "check the I2C bus and wiring"))
+            bus = self.bus_number if self.bus_number is not None else "<bus>"
+            fix = fix.format(bus=bus, address=self.address)
             raise _Failure(kind or "eio", problem, fix, retryable=kind is not None) from exc
-
-    def _errno_text(self, exc: OSError) -> tuple[str, str]:
-        code = exc.errno
-        bus = self.bus_number if self.bus_number is not None else "<bus>"
-        if code == errno.EREMOTEIO:
-            return ("no ACK (errno 121)",
-                    f"check SDA/SCL wiring, 3.3 V supply and i2cdetect -y {bus}")
-        if code == errno.EIO:
-            return ("I/O error (errno 5)",
-                    "check wiring and pull-ups, lower the bus speed"
-                    " (dtparam=i2c_arm_baudrate=50000)")
-        if code == errno.ETIMEDOUT:
-            return ("bus timeout (errno 110)",
-                    "bus stuck or clock stretching: lower the bus speed or power-cycle the sensor")
-        if code == errno.EAGAIN:
-            return ("bus busy (errno 11)", "check for another master or process on the bus")
-        if code == errno.EBUSY:
-            return ("address busy (errno 16)",
-                    f"a kernel driver owns {self.address:#04x}: unload the mlx90614 IIO module"
-                    " or remove its device-tree overlay")
-        return (f"{exc.strerror or exc} (errno {code})", "check the I2C bus and wiring")
 
     def _wait_for_startup(self) -> None:
         """Never trust data during the power-on-reset time; waits out what is left of it."""

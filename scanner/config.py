@@ -183,6 +183,7 @@ def _type_name(t: Any) -> str:
 def _check_value(name: str, f: dataclasses.Field, t: Any, value: Any) -> tuple[Any, str | None]:
     meta = f.metadata
     hint = meta["help"]
+    got = value
     if t is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     origin = typing.get_origin(t)
@@ -205,7 +206,7 @@ def _check_value(name: str, f: dataclasses.Field, t: Any, value: Any) -> tuple[A
     lo, hi = meta["min"], meta["max"]
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if (lo is not None and value < lo) or (hi is not None and value > hi):
-            return value, f"out of range {lo}..{hi} (got {value!r}); fix: {hint}"
+            return value, f"out of range {lo}..{hi} (got {got!r}); fix: {hint}"
     return value, None
 
 

@@ -1,0 +1,43 @@
+"""Signed credentials: health codes (ZHC1:), residence codes (AJM1:) and EU DCCs (HC1:).
+
+One pipeline (CODES.md): prefix -> Base45 -> zlib -> COSE_Sign1 -> signature -> signer fitness ->
+time -> status list -> claims. `verify()` never raises on a payload; `TrustStore.load()` raises
+TrustDataError with a message that names the fix. The issuing tools build demo trust chains.
+"""
+
+from __future__ import annotations
+
+from .issue import (
+    KeySet,
+    Signer,
+    SignerEntry,
+    generate_keys,
+    issue_code,
+    issue_health,
+    issue_residence,
+    pseudonym,
+    qr_png,
+    sign_trust_list,
+)
+from .status import StatusList, StatusSource
+from .trust import TrustedSigner, TrustStore
+from .verify import Verification, verify
+
+__all__ = [
+    "KeySet",
+    "Signer",
+    "SignerEntry",
+    "StatusList",
+    "StatusSource",
+    "TrustStore",
+    "TrustedSigner",
+    "Verification",
+    "generate_keys",
+    "issue_code",
+    "issue_health",
+    "issue_residence",
+    "pseudonym",
+    "qr_png",
+    "sign_trust_list",
+    "verify",
+]

@@ -1,0 +1,166 @@
+"""The one place that picks real or simulated devices, from the config alone.
+
+Real drivers are imported only when configured, so a laptop without smbus2's /dev/i2c-*
+or a Pi without a camera stack still runs the simulated lane.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from drivers.base import DriverError, SensorError, Thermometer
+from scanner.config import Config
+from scanner.service import Devices
+
+log = logging.getLogger(__name__)
+
+
+class ReopeningThermometer:
+    """Wraps a thermometer factory: if the sensor cannot be opened (bus missing, chip not
+    answering) every read fails with the reason, and opening is retried with back-off, so a
+    kiosk recovers by itself when the cable is pushed back in."""
+
+    def __init__(self, factory: Callable[[], Thermometer], monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._factory = factory
+        self._dev: Thermometer | None = None
+        self._next_try = 0.0
+        self._backoff = 1.0
+        self._error = "not opened yet"
+        self._clock = monotonic
+        self._lock = threading.Lock()
+
+    def _get(self) -> Thermometer:
+        with self._lock:
+            if self._dev is not None:
+                return self._dev
+            now = self._clock()
+            if now >= self._next_try:
+                try:
+                    self._dev = self._factory()
+                    self._backoff = 1.0
+                    log.info("event=thermometer_opened")
+                    return self._dev
+                except OSError as e:
+                    self._error = str(e)
+                    self._next_try = now + self._backoff
+                    self._backoff = min(self._backoff * 2, 30.0)
+            raise SensorError(self._error)
+
+    def _call(self, name: str) -> float:
+        dev = self._get()
+        try:
+            return float(getattr(dev, name)())
+        except SensorError:
+            raise
+        except OSError as e:
+            raise SensorError(str(e)) from e
+
+    def object_temperature(self) -> float:
+        return self._call("object_temperature")
+
+    def ambient_temperature(self) -> float:
+        return self._call("ambient_temperature")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._dev is not None:
+                self._dev.close()
+                self._dev = None
+
+
+def make_camera(cfg: Config, frames: Any = None) -> Any:
+    cam = cfg.camera
+    if cam.source == "opencv":
+        from drivers.camera_opencv import OpenCVCamera
+
+        return OpenCVCamera(cam.device, width=cam.width, height=cam.height, fps=cam.fps)
+    from drivers.camera_replay import ReplayCamera
+
+    return ReplayCamera(frames if frames is not None else cam.replay_path, fps=cam.replay_fps,
+                        loop=cam.replay_loop)
+
+
+def make_thermometer(cfg: Config) -> Thermometer:
+    th = cfg.thermometer
+    if th.source == "mlx90614":
+        from drivers.mlx90614 import MLX90614
+
+        def open_chip() -> Thermometer:
+            chip = MLX90614(MLX90614.open_bus(th.i2c_bus), address=th.address)
+            chip.startup_report()
+            return chip
+
+        return ReopeningThermometer(open_chip)
+    from drivers.thermometer_scripted import ScriptedThermometer
+
+    sim = cfg.simulation
+    away = max(sim.person_every_s - 2.0, 0.5)
+    # A person every person_every_s: 2 s at the sensor, then nobody.
+    return ScriptedThermometer([(away, sim.ambient_c, sim.ambient_c), (2.0, sim.person_temp_c, sim.ambient_c)],
+                               loop=True, noise_c=0.03)
+
+
+def make_indicators(cfg: Config, pin_factory: Any = None) -> Any:
+    from drivers.indicators import GpioIndicators, mock_pin_factory
+
+    ind = cfg.indicators
+    if pin_factory is None:
+        pin_factory = mock_pin_factory() if ind.source == "mock" else _real_factory(ind.pin_factory)
+    return GpioIndicators(ind.green_pin, ind.red_pin, ind.buzzer_pin, ind.relay_pin or None,
+                          active_high=ind.active_high, relay_active_high=ind.relay_active_high,
+                          pin_factory=pin_factory)
+
+
+def _real_factory(name: str) -> Any:
+    try:
+        if name == "lgpio":
+            from gpiozero.pins.lgpio import LGPIOFactory
+
+            return LGPIOFactory()
+        if name == "rpigpio":
+            from gpiozero.pins.rpigpio import RPiGPIOFactory
+
+            return RPiGPIOFactory()
+        if name == "pigpio":
+            from gpiozero.pins.pigpio import PiGPIOFactory
+
+            return PiGPIOFactory()
+        from gpiozero.pins.native import NativeFactory
+
+        return NativeFactory()
+    except Exception as e:  # noqa: BLE001 - import or hardware probe failures vary by library
+        raise DriverError(f"GPIO pin factory {name!r} unavailable ({e.__class__.__name__}: {e}); fix: "
+                          "install python3-lgpio (apt) on the Pi, or set [indicators] source = \"mock\"") from None
+
+
+def open_devices(cfg: Config, *, frames: Any = None, pin_factory: Any = None,
+                 thermometer: Thermometer | None = None) -> Devices:
+    """Open in order: indicators first (so a later failure can be shown), then thermometer,
+    then camera (opened by the capture thread, which retries). Closers run in reverse."""
+    indicators = make_indicators(cfg, pin_factory)
+    closers = [indicators.close]
+    try:
+        thermo = thermometer or make_thermometer(cfg)
+        closers.append(thermo.close)
+        camera = make_camera(cfg, frames)
+    except Exception:
+        for c in reversed(closers):
+            c()
+        raise
+    return Devices(camera=camera, thermometer=thermo, indicators=indicators, closers=closers)
+
+
+def close_devices(dev: Devices) -> None:
+    try:
+        dev.indicators.off()
+    except OSError:
+        pass
+    for c in reversed(dev.closers):
+        try:
+            c()
+        except Exception:  # noqa: BLE001 - keep closing the rest
+            log.warning("event=close_failed", exc_info=True)
