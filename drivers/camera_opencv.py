@@ -42,7 +42,8 @@ class OpenCVCamera:
                  fourcc: str = "MJPG", *, color: bool = False,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if len(fourcc) != 4:
-            raise ValueError(f"fourcc must be 4 characters such as 'MJPG' or 'YUYV', got {fourcc!r}")
+            raise ValueError(f"fourcc must be 4 characters such as 'MJPG' or 'YUYV', "
+                             f"got {fourcc!r}")
         self.device = device
         self.width = width
         self.height = height
@@ -69,7 +70,7 @@ class OpenCVCamera:
             raise CameraError(
                 f"cannot open camera {path} ({node}): is another program using it "
                 f"(check with 'fuser {node}')? Is it a capture node? {_LIST_HINT}")
-        cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*self.fourcc))
+        cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*self.fourcc))
         cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
         cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
         cap.set(cv2.CAP_PROP_FPS, self.fps)

@@ -62,7 +62,8 @@ class ReplayCamera:
         else:
             self._arrays = list(source)
             for i, arr in enumerate(self._arrays):
-                if not isinstance(arr, np.ndarray) or arr.dtype != np.uint8 or arr.ndim not in (2, 3):
+                if (not isinstance(arr, np.ndarray) or arr.dtype != np.uint8
+                        or arr.ndim not in (2, 3)):
                     raise ValueError(f"frame {i} is not a uint8 H x W (x 3) numpy array")
         self.fps = fps
         self.loop = loop
@@ -83,7 +84,9 @@ class ReplayCamera:
 
     @property
     def description(self) -> str:
-        return str(self._path) if self._path is not None else f"{len(self._arrays)} in-memory frames"
+        if self._path is not None:
+            return str(self._path)
+        return f"{len(self._arrays)} in-memory frames"
 
     def open(self) -> None:
         """Check the source; CameraError naming the path and what to give instead."""
@@ -170,9 +173,9 @@ class ReplayCamera:
         while self._pos < len(self._files):
             path = self._files[self._pos]
             self._pos += 1
-            image = cv2.imread(str(path), flag)
-            if image is not None:
-                return image
+            loaded = cv2.imread(str(path), flag)
+            if loaded is not None:
+                return loaded
             if path not in self._unreadable:
                 self._unreadable.add(path)
                 log.warning("skipping %s: not an image OpenCV can read", path)

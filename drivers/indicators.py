@@ -123,7 +123,8 @@ class GpioIndicators:
         self._closed = False
         makers: dict[str, tuple[type[DigitalOutputDevice], bool]] = {
             "green": (LED, active_high), "red": (LED, active_high),
-            "buzzer": (Buzzer, buzzer_active_high), "relay": (DigitalOutputDevice, relay_active_high)}
+            "buzzer": (Buzzer, buzzer_active_high),
+            "relay": (DigitalOutputDevice, relay_active_high)}
         for role, (cls, high) in makers.items():
             pin = pins[role]
             if pin is None:
@@ -136,7 +137,10 @@ class GpioIndicators:
                 raise _wrap(role, pin, err) from err
 
     def show(self, pattern: Pattern) -> None:
-        """Cancel the running pattern and start `pattern`. ValueError (old pattern kept) if invalid."""
+        """Cancel the running pattern and start `pattern`.
+
+        An invalid pattern raises ValueError before anything changes: the old one keeps running.
+        """
         validate_pattern(pattern)
         with self._lock:
             self._check_open()
@@ -179,20 +183,24 @@ class GpioIndicators:
         if blink is None or blink.steady:
             self._write_pair(leader, follower, blink is not None)
             return
+        self._write_pair(leader, follower, True)  # first step now: no moment with both dark
         thread = GPIOThread(self._alternate, (leader, follower, blink))
         self._alternator = thread
         thread.start()
 
     def _alternate(self, leader: DigitalOutputDevice, follower: DigitalOutputDevice,
                    blink: Blink) -> None:
+        """Runs in the GPIOThread (gpiozero's atexit handler stops it like its own blinks)."""
         stopping: threading.Event = threading.current_thread().stopping  # type: ignore[attr-defined]
         count = 0
-        while blink.n is None or count < blink.n:
-            if not self._write_pair(leader, follower, True, stopping) or stopping.wait(blink.on_s):
-                return
-            if not self._write_pair(leader, follower, False, stopping) or stopping.wait(blink.off_s):
+        while True:
+            if stopping.wait(blink.on_s) or not self._write_pair(leader, follower, False, stopping):
                 return
             count += 1
+            if stopping.wait(blink.off_s) or (blink.n is not None and count >= blink.n):
+                return
+            if not self._write_pair(leader, follower, True, stopping):
+                return
 
     def _write_pair(self, leader: DigitalOutputDevice, follower: DigitalOutputDevice,
                     value: bool, stopping: threading.Event | None = None) -> bool:
@@ -211,7 +219,7 @@ class GpioIndicators:
     def _stop_alternation(self) -> None:
         thread, self._alternator = self._alternator, None
         if thread is not None:
-            thread.stop()  # sets the event and joins; the thread never waits on the lock once told to stop
+            thread.stop()  # set + join; once told to stop, the thread never waits on the lock
 
     def states(self) -> dict[str, bool]:
         """Output levels (True = active); all False once closed."""

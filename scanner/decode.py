@@ -28,7 +28,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from ctypes import c_void_p, cast, string_at
+from ctypes import string_at
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -132,11 +132,14 @@ def _symbol_name(kind: int) -> str:
         return f"UNKNOWN_{kind}"
 
 
-def _scan_binary(gray: np.ndarray, symbols: Sequence[ZBarSymbol]) -> list[tuple[bytes, str, Polygon]]:
+Found = list[tuple[bytes, str, Polygon]]  # (payload, symbology, polygon) per symbol
+
+
+def _scan_binary(gray: np.ndarray, symbols: Sequence[ZBarSymbol]) -> Found:
     """pyzbar.decode's steps, plus ZBAR_CFG_BINARY. One scanner per call, like pyzbar."""
     height, width = gray.shape
     pixels = gray.tobytes()  # must stay referenced until zbar_scan_image returns
-    found: list[tuple[bytes, str, Polygon]] = []
+    found: Found = []
     scanner = zbar_image_scanner_create()
     if not scanner:
         raise MemoryError("zbar could not create an image scanner")
@@ -153,7 +156,7 @@ def _scan_binary(gray: np.ndarray, symbols: Sequence[ZBarSymbol]) -> list[tuple[
         try:
             zbar_image_set_format(image, _FOURCC_Y800)
             zbar_image_set_size(image, width, height)
-            zbar_image_set_data(image, cast(pixels, c_void_p), len(pixels), None)
+            zbar_image_set_data(image, pixels, len(pixels), None)  # c_void_p takes bytes
             if zbar_scan_image(scanner, image) < 0:
                 raise ValueError("zbar rejected the image format")
             symbol = zbar_image_first_symbol(image)
@@ -172,8 +175,8 @@ def _scan_binary(gray: np.ndarray, symbols: Sequence[ZBarSymbol]) -> list[tuple[
     return found
 
 
-def _scan_fallback(gray: np.ndarray, symbols: Sequence[ZBarSymbol]) -> list[tuple[bytes, str, Polygon]]:
-    found = []
+def _scan_fallback(gray: np.ndarray, symbols: Sequence[ZBarSymbol]) -> Found:
+    found: Found = []
     for d in pyzbar.decode(gray, symbols=list(symbols)):
         data = _undo_zbar_charset(d.data) if d.type == "QRCODE" else d.data
         found.append((data, d.type, tuple((int(p.x), int(p.y)) for p in d.polygon)))

@@ -90,7 +90,7 @@ def make_thermometer(cfg: Config) -> Thermometer:
         from drivers.mlx90614 import MLX90614
 
         def open_chip() -> Thermometer:
-            chip = MLX90614(MLX90614.open_bus(th.i2c_bus), address=th.address)
+            chip = MLX90614.from_bus_number(th.i2c_bus, address=th.address)
             chip.startup_report()
             return chip
 

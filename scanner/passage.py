@@ -108,16 +108,17 @@ class Passage:
         assert p is not None
         creds = [v for v in p.verifications if policy.is_credential(v)]
         if creds and policy.early_deny(creds, self.rules):
-            return self._finish(t, timed_out=False)
+            return self._finish(t, timed_out=False, early=True)
         if not self.needs():
             return self._finish(t, timed_out=False)
         return None
 
-    def _finish(self, t: float, *, timed_out: bool) -> Outcome:
+    def _finish(self, t: float, *, timed_out: bool, early: bool = False) -> Outcome:
         p = self._open
         assert p is not None
         self._open = None
-        decision = policy.decide(p.verifications, p.measurement, self.rules)
+        decision = policy.decide(p.verifications, p.measurement, self.rules,
+                                 early=early and p.measurement is None)
         self._last_decision = t
         for k in p.keys:
             self._recent[k] = t

@@ -65,7 +65,9 @@ def credential_reasons(v: Any, rules: CheckpointRules) -> list[str]:
 
 
 def decide(verifications: Sequence[Any], measurement: Measurement | None,
-           rules: CheckpointRules) -> Decision:
+           rules: CheckpointRules, *, early: bool = False) -> Decision:
+    """`early`: a credential already refused the person before the temperature was taken;
+    the missing temperature is then not a reason (nobody waited for it)."""
     creds = [v for v in verifications if is_credential(v)]
     reasons: list[str] = []
     for v in creds:
@@ -77,7 +79,8 @@ def decide(verifications: Sequence[Any], measurement: Measurement | None,
     if rules.requires_residence and not any(v.kind == "residence" for v in creds):
         reasons.append("RESIDENCE_MISSING")
     if measurement is None:
-        reasons.append("TEMP_UNAVAILABLE")
+        if not early:
+            reasons.append("TEMP_UNAVAILABLE")
     elif measurement.status is not TempStatus.OK:
         reasons.append(TEMP_REASON[measurement.status])
     elif measurement.body_c is None:

@@ -68,10 +68,10 @@ def make_frame(*payloads: bytes | str, module_px: int = 4, rotate_deg: float = 0
     if noise_sigma:
         frame += rng.normal(0.0, noise_sigma, frame.shape)
     out = np.clip(frame, 0, 255).astype(np.uint8)
-    if blur_px:
-        k = blur_px | 1  # odd kernel
-        out = cv2.GaussianBlur(out, (k, k), 0)
-    return out
+    if not blur_px:
+        return out
+    k = blur_px | 1  # odd kernel
+    return np.asarray(cv2.GaussianBlur(out, (k, k), 0), dtype=np.uint8)
 
 
 def blank_frame(size: tuple[int, int] = FRAME_SIZE, level: int = BACKGROUND, seed: int = 0,
@@ -113,7 +113,7 @@ def write_images(folder: Path, frames: Sequence[np.ndarray], ext: str = "png",
 def write_video(path: Path, frames: Sequence[np.ndarray], fps: float = 10.0) -> Path:
     """An MJPG .avi (OpenCV's built-in writer, no codec package needed)."""
     height, width = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (width, height))
     assert writer.isOpened(), f"cannot write {path}"
     try:
         for img in frames:

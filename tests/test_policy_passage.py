@@ -129,6 +129,7 @@ def test_bad_credential_decides_at_once() -> None:
     p = Passage(HWY)
     out, _ = p.on_code(0.0, "a", V(code="EXPIRED"))
     assert out and out.decision.verdict is Verdict.DENY and out.measurement is None
+    assert out.decision.reasons == ("EXPIRED",)  # the temperature was never waited for
 
 
 def test_timeout_ends_half_passage_as_review() -> None:

@@ -58,11 +58,11 @@ class Times:
 
 def parse_times(claims: Mapping[Any, Any]) -> Times:
     iat, exp, nbf = claims.get(CLAIM_IAT), claims.get(CLAIM_EXP), claims.get(CLAIM_NBF)
-    if not _is_int(iat):
+    if not isinstance(iat, int) or isinstance(iat, bool):
         raise ClaimsError("claim 6 (iat) missing or not an integer")
-    if not _is_int(exp):
+    if not isinstance(exp, int) or isinstance(exp, bool):
         raise ClaimsError("claim 4 (exp) missing or not an integer")
-    if nbf is not None and not _is_int(nbf):
+    if nbf is not None and (not isinstance(nbf, int) or isinstance(nbf, bool)):
         raise ClaimsError("claim 5 (nbf) is not an integer")
     return Times(iat, exp, nbf)
 
@@ -100,7 +100,9 @@ class DccClaims:
     hcert: Mapping[Any, Any]
 
 
-def _text(m: Mapping[Any, Any], key: str, max_len: int, pattern: re.Pattern[str] | None = None) -> str:
+def _text(
+    m: Mapping[Any, Any], key: str, max_len: int, pattern: re.Pattern[str] | None = None
+) -> str:
     value = m.get(key)
     if not isinstance(value, str) or not value or len(value) > max_len:
         raise ClaimsError(f"'{key}' missing, empty or too long")

@@ -81,7 +81,9 @@ def verify_signature(
     return False
 
 
-def sign_es256(private_key: ec.EllipticCurvePrivateKey, protected_bstr: bytes, payload: bytes) -> bytes:
+def sign_es256(
+    private_key: ec.EllipticCurvePrivateKey, protected_bstr: bytes, payload: bytes
+) -> bytes:
     """Sign the Sig_structure and return raw r||s (64 bytes), the COSE wire form."""
     der = private_key.sign(sig_structure(protected_bstr, payload), ec.ECDSA(hashes.SHA256()))
     r, s = decode_dss_signature(der)

@@ -59,7 +59,9 @@ def _dcc_usage(cert: x509.Certificate) -> frozenset[str] | None:
         eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except Exception:  # absent, or present but unparsable (CO15 has an empty EKU): no limit
         return None
-    usage = frozenset(_DCC_USAGE_OIDS[o.dotted_string] for o in eku if o.dotted_string in _DCC_USAGE_OIDS)
+    usage = frozenset(
+        _DCC_USAGE_OIDS[o.dotted_string] for o in eku if o.dotted_string in _DCC_USAGE_OIDS
+    )
     return usage or None
 
 
@@ -100,7 +102,9 @@ def load_certificate(path: Path | str, what: str = "anchor certificate") -> x509
             "(anchor.pem from `checkpoint-scanner codes keygen` or the central server)"
         ) from None
     except OSError as exc:
-        raise TrustDataError(f"cannot read {what} {path}: {exc.strerror}; fix: check permissions") from None
+        raise TrustDataError(
+            f"cannot read {what} {path}: {exc.strerror}; fix: check permissions"
+        ) from None
     try:
         if data.lstrip().startswith(b"-----BEGIN"):
             return x509.load_pem_x509_certificate(data)
@@ -194,14 +198,20 @@ class TrustStore:
                 "(or create a demo one with `checkpoint-scanner codes keygen DIR`)"
             ) from None
         except OSError as exc:
-            raise TrustDataError(f"cannot read trust list {path}: {exc.strerror}; fix: check permissions") from None
+            raise TrustDataError(
+                f"cannot read trust list {path}: {exc.strerror}; fix: check permissions"
+            ) from None
         refetch = "fix: download the trust list again; the previous list stays in force"
         try:
             sign1 = parse_sign1(raw)
         except EnvelopeError:
-            raise TrustDataError(f"trust list {path} is not a signed COSE_Sign1 file; {refetch}") from None
+            raise TrustDataError(
+                f"trust list {path} is not a signed COSE_Sign1 file; {refetch}"
+            ) from None
         if sign1.protected.get(1) != cose.ALG_ES256:
-            raise TrustDataError(f"trust list {path} is not signed with ES256 by an anchor; {refetch}")
+            raise TrustDataError(
+                f"trust list {path} is not signed with ES256 by an anchor; {refetch}"
+            )
         list_kid = sign1.protected.get(4)
         if list_kid != anchor_kid:
             raise TrustDataError(
@@ -211,7 +221,11 @@ class TrustStore:
                 "this list, or fetch a list signed by the pinned anchor"
             )
         if not cose.verify_signature(
-            cose.ALG_ES256, anchor.public_key(), sign1.protected_bstr, sign1.payload, sign1.signature
+            cose.ALG_ES256,
+            anchor.public_key(),
+            sign1.protected_bstr,
+            sign1.payload,
+            sign1.signature,
         ):
             raise TrustDataError(
                 f"trust list {path} signature does not verify against the pinned anchor "
@@ -220,7 +234,9 @@ class TrustStore:
         try:
             doc = json.loads(sign1.payload.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
-            raise TrustDataError(f"trust list {path} payload is not UTF-8 JSON; {refetch}") from None
+            raise TrustDataError(
+                f"trust list {path} payload is not UTF-8 JSON; {refetch}"
+            ) from None
         if not isinstance(doc, dict) or not isinstance(doc.get("signers"), list):
             raise TrustDataError(f"trust list {path} has no 'signers' array; {refetch}")
         version = _int_field(doc, "version", path)

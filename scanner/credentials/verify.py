@@ -168,7 +168,9 @@ def _time_code(times: Times, now_s: float, skew_s: int) -> tuple[str, str]:
     return "", ""
 
 
-def _parse_private(kind: str, claims: Any, times: Times) -> HealthClaims | ResidenceClaims | DccClaims:
+def _parse_private(
+    kind: str, claims: Any, times: Times
+) -> HealthClaims | ResidenceClaims | DccClaims:
     if kind == "health":
         return parse_health(claims, times)
     if kind == "residence":
@@ -215,17 +217,23 @@ def _verify(
 
     candidates = trust.signers_for(kid)
     if not candidates:
-        return result(UNKNOWN_SIGNER, "no trusted signer has this kid (trust list may be out of date)")
+        return result(
+            UNKNOWN_SIGNER, "no trusted signer has this kid (trust list may be out of date)"
+        )
     alg = sign1.alg
     if isinstance(alg, bool) or alg not in cose.allowed_algs(kind):
         return result(SIGNATURE_INVALID, "signature algorithm not allowed for this credential type")
     verified = [
         s
         for s in candidates
-        if cose.verify_signature(alg, s.public_key, sign1.protected_bstr, sign1.payload, sign1.signature)
+        if cose.verify_signature(
+            alg, s.public_key, sign1.protected_bstr, sign1.payload, sign1.signature
+        )
     ]
     if not verified:
-        return result(SIGNATURE_INVALID, f"signature does not verify ({len(candidates)} signer(s) tried)")
+        return result(
+            SIGNATURE_INVALID, f"signature does not verify ({len(candidates)} signer(s) tried)"
+        )
 
     # The signature holds: from here on the claims may be read.
     try:
@@ -236,7 +244,11 @@ def _verify(
     iss, cti = issuer_and_cti(claims)
     token_hash = _hash16(iss.encode("utf-8"), cti) if iss is not None and cti is not None else None
     base.update(
-        issuer=iss, token_hash=token_hash, issued_at=times.iat, expires_at=times.exp, not_before=times.nbf
+        issuer=iss,
+        token_hash=token_hash,
+        issued_at=times.iat,
+        expires_at=times.exp,
+        not_before=times.nbf,
     )
     private: HealthClaims | ResidenceClaims | DccClaims | None = None
     claims_problem = ""

@@ -1,0 +1,408 @@
+"""`checkpoint-scanner codes ...`: make a demo trust chain, issue codes, verify a code or a photo.
+
+A thin layer over `scanner.credentials` (library first, thin CLI): argparse wiring, human output
+in Chinese and English, JSON for tools. Exit codes: 0 VALID, 1 not valid, 2 usage or setup error.
+Errors are one line (`error: ...; fix: ...`), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from .credentials import (
+    Signer,
+    TrustStore,
+    Verification,
+    generate_keys,
+    issue_health,
+    issue_residence,
+    pseudonym,
+    qr_png,
+    verify,
+)
+from .errors import CredentialError, ScannerError
+
+EXIT_VALID, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+DEFAULT_KEY_DIR = "demo-keys"
+
+_FMT = argparse.RawDescriptionHelpFormatter
+
+_CODES_EPILOG = """\
+examples:
+  checkpoint-scanner codes keygen demo-keys
+  checkpoint-scanner codes issue health --signer-dir demo-keys --colour green --png health.png
+  checkpoint-scanner codes issue residence --signer-dir demo-keys --village 330381001001
+  checkpoint-scanner codes verify --keys demo-keys health.png
+  checkpoint-scanner codes verify --json --trust-list trust-list.cose --anchor anchor.pem 'ZHC1:...'
+"""
+
+_VERIFY_EPILOG = """\
+The argument is the code text, or the path of an image containing QR codes (PNG/JPEG).
+Trust data: --keys DIR (a keygen directory) or --trust-list FILE --anchor FILE (the device's files).
+Exit status: 0 VALID, 1 anything else, 2 usage or setup error.
+
+examples:
+  checkpoint-scanner codes verify --keys demo-keys health.png
+  checkpoint-scanner codes verify --keys demo-keys --now 2030-01-01T00:00:00Z 'ZHC1:...'
+  checkpoint-scanner codes verify --json --trust-list /var/lib/checkpoint/trust-list.cose \\
+      --anchor /etc/checkpoint/anchor.pem photo.jpg
+"""
+
+_CODE_ZH = {
+    "VALID": "有效",
+    "FORMAT_UNSUPPORTED": "不是健康码/安居码",
+    "FORMAT_INVALID": "格式错误",
+    "UNKNOWN_SIGNER": "未知签发方",
+    "SIGNATURE_INVALID": "签名无效（伪造）",
+    "SIGNER_NOT_ALLOWED": "签发方无权签发此类码",
+    "NOT_YET_VALID": "尚未生效",
+    "EXPIRED": "已过期",
+    "CLOCK_UNTRUSTED": "设备时钟不可信",
+    "REVOKED": "已吊销",
+    "DENYLISTED": "已列入黑名单",
+    "CLAIMS_INVALID": "内容不合规",
+    "TRUST_DATA_EXPIRED": "信任数据已过期",
+}
+_KIND_ZH = {
+    "health": "健康码 health code",
+    "residence": "安居码 residence code",
+    "dcc": "欧盟数字新冠证书 EU DCC",
+}
+_COLOUR_ZH = {"green": "绿码 green", "yellow": "黄码 yellow", "red": "红码 red"}
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register `codes` (with keygen / issue / verify) on the main CLI's subparsers."""
+    codes = subparsers.add_parser(
+        "codes",
+        help="make keys, issue and verify signed health / residence codes",
+        description="Signed credential tools: a demo trust chain, demo codes, and verification "
+        "of a code text or a QR photo exactly as the gate does it.",
+        epilog=_CODES_EPILOG,
+        formatter_class=_FMT,
+    )
+    codes.set_defaults(func=run)
+    sub = codes.add_subparsers(dest="codes_command", metavar="{keygen,issue,verify}")
+
+    kg = sub.add_parser(
+        "keygen",
+        help="create a demo anchor, signer keys and a signed trust list",
+        description="Writes anchor.key/anchor.pem (trust anchor), health.key/.pem and "
+        "residence.key/.pem (signers), pseudonym.secret and trust-list.cose into DIR. "
+        "Keys are mode 0600: copy only anchor.pem and trust-list.cose to a device.",
+        epilog="example:\n  checkpoint-scanner codes keygen demo-keys",
+        formatter_class=_FMT,
+    )
+    kg.add_argument("dir", metavar="DIR", help="output directory (created if missing)")
+    kg.add_argument(
+        "--validity-days", type=int, default=730, help="signer certificate validity (default 730)"
+    )
+    kg.add_argument(
+        "--trust-list-days", type=int, default=90, help="trust list lifetime (default 90)"
+    )
+    kg.add_argument("--force", action="store_true", help="replace existing keys in DIR")
+
+    issue = sub.add_parser(
+        "issue",
+        help="issue a demo health or residence code",
+        description="Sign a demo code with a keygen directory's signer key and print its text.",
+        epilog="examples:\n  checkpoint-scanner codes issue health --colour yellow --png h.png\n"
+        "  checkpoint-scanner codes issue residence --village 330381001001 --grid G-0042",
+        formatter_class=_FMT,
+    )
+    kinds = issue.add_subparsers(dest="issue_kind", metavar="{health,residence}")
+    health = kinds.add_parser(
+        "health",
+        help="a ZHC1: health code",
+        formatter_class=_FMT,
+        epilog="example:\n  checkpoint-scanner codes issue health "
+        "--signer-dir demo-keys --colour red --valid-hours 2 --png red.png",
+    )
+    residence = kinds.add_parser(
+        "residence",
+        help="an AJM1: residence code",
+        formatter_class=_FMT,
+        epilog="example:\n  checkpoint-scanner codes issue residence "
+        "--signer-dir demo-keys --village 330381001001 --unit 3幢2单元502",
+    )
+    for p in (health, residence):
+        p.add_argument(
+            "--signer-dir",
+            default=DEFAULT_KEY_DIR,
+            help=f"keygen directory (default {DEFAULT_KEY_DIR})",
+        )
+        p.add_argument("--issuer", help="iss claim (default: the demo issuer of that signer)")
+        p.add_argument("--masked-name", default="陈*聪", help="masked name for the visual check")
+        p.add_argument(
+            "--id-number",
+            help="derive the subject pseudonym and ID tail from this ID "
+            "(never stored in the code); default: a random pseudonym",
+        )
+        p.add_argument(
+            "--id-type", default="01", help="ID type code for the pseudonym (default 01)"
+        )
+        p.add_argument("--id-tail", default="1234", help="last 4 ID characters (default 1234)")
+        p.add_argument("--png", metavar="FILE", help="also write the QR code as a PNG")
+        p.add_argument("--scale", type=int, default=8, help="PNG pixels per module (default 8)")
+    health.add_argument("--colour", "--color", choices=("green", "yellow", "red"), default="green")
+    health.add_argument(
+        "--valid-hours", type=float, default=24.0, help="lifetime, at most 24 (default 24)"
+    )
+    health.add_argument("--region", default="330381", help="6-digit division code (default 330381)")
+    residence.add_argument(
+        "--house-id", default="HZ-330381-000123", help="registered rental house id"
+    )
+    residence.add_argument("--village", default="330381001001", help="12-digit village code")
+    residence.add_argument("--grid", default="G-0042", help="micro-grid id")
+    residence.add_argument(
+        "--unit", default="3幢2单元502", help="coarse unit label (no street address)"
+    )
+    residence.add_argument("--verified-by", default="安阳街道", help="verifying street office")
+    residence.add_argument(
+        "--valid-days", type=float, default=365.0, help="lease length, at most 365"
+    )
+
+    ver = sub.add_parser(
+        "verify",
+        help="verify a code text or a QR image, print the result",
+        description="Verify exactly as the gate does; print the result in Chinese and English, "
+        "or as JSON.",
+        epilog=_VERIFY_EPILOG,
+        formatter_class=_FMT,
+    )
+    ver.add_argument(
+        "code", metavar="TEXT|IMAGE", help="code text, or path of an image with a QR code"
+    )
+    ver.add_argument("--json", action="store_true", help="print one JSON object per code")
+    ver.add_argument(
+        "--show-personal", action="store_true", help="include masked name and ID tail in JSON"
+    )
+    ver.add_argument("--keys", metavar="DIR", help="use DIR/trust-list.cose and DIR/anchor.pem")
+    ver.add_argument("--trust-list", metavar="FILE", help="signed trust list file")
+    ver.add_argument("--anchor", metavar="FILE", help="pinned anchor certificate (PEM or DER)")
+    ver.add_argument(
+        "--now", metavar="ISO", help="verify as of this time, e.g. 2030-01-01T00:00:00Z"
+    )
+    ver.add_argument("--skew-s", type=int, default=300, help="allowed clock skew (default 300)")
+    return codes
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch `codes ...`; every error becomes one line on stderr and exit status 2."""
+    command = getattr(args, "codes_command", None)
+    try:
+        if command == "keygen":
+            return _keygen(args)
+        if command == "issue":
+            return _issue(args)
+        if command == "verify":
+            return _verify(args)
+        return _fail("missing command; fix: use `codes keygen|issue|verify` (see `codes --help`)")
+    except ScannerError as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        return _fail(f"{exc.strerror or exc} ({exc.filename}); fix: check the path and permissions")
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    ks = generate_keys(
+        args.dir,
+        validity_days=args.validity_days,
+        trust_list_days=args.trust_list_days,
+        overwrite=args.force,
+    )
+    print(f"wrote demo keys to {ks.directory}:")
+    for label, path in (
+        ("anchor certificate (pin on devices)", ks.anchor_cert),
+        ("trust list (copy to devices)", ks.trust_list),
+        ("health signer", ks.health_cert),
+        ("residence signer", ks.residence_cert),
+    ):
+        print(f"  {label}: {path}")
+    return EXIT_VALID
+
+
+def _subject(args: argparse.Namespace, key_dir: Path) -> tuple[bytes, str]:
+    if not args.id_number:
+        return os.urandom(16), args.id_tail
+    secret_path = key_dir / "pseudonym.secret"
+    try:
+        secret = secret_path.read_bytes()
+    except FileNotFoundError:
+        raise CredentialError(
+            f"{secret_path} not found; fix: run `codes keygen {key_dir}`"
+        ) from None
+    number = args.id_number.strip().upper()
+    return pseudonym(secret, args.id_type, number), number[-4:]
+
+
+def _issue(args: argparse.Namespace) -> int:
+    kind = getattr(args, "issue_kind", None)
+    if kind not in ("health", "residence"):
+        return _fail(
+            "missing credential type; fix: `codes issue health` or `codes issue residence`"
+        )
+    key_dir = Path(args.signer_dir)
+    signer = Signer.load(key_dir / f"{kind}.key", key_dir / f"{kind}.pem")
+    sid, id_tail = _subject(args, key_dir)
+    now = datetime.now(UTC).replace(microsecond=0)
+    extra = {"issuer": args.issuer} if args.issuer else {}
+    if kind == "health":
+        if not 0 < args.valid_hours <= 24:
+            return _fail("--valid-hours must be in (0, 24]; fix: health codes live a day at most")
+        text = issue_health(
+            signer,
+            colour=args.colour,
+            sid=sid,
+            masked_name=args.masked_name,
+            id_tail=id_tail,
+            region=args.region,
+            iat=now,
+            exp=now + timedelta(hours=args.valid_hours),
+            **extra,
+        )
+    else:
+        if not 0 < args.valid_days <= 365:
+            return _fail(
+                "--valid-days must be in (0, 365]; fix: residence codes live a year at most"
+            )
+        text = issue_residence(
+            signer,
+            house_id=args.house_id,
+            village=args.village,
+            grid=args.grid,
+            unit_label=args.unit,
+            tenant_sid=sid,
+            masked_name=args.masked_name,
+            id_tail=id_tail,
+            verified_by=args.verified_by,
+            iat=now,
+            nbf=now,
+            exp=now + timedelta(days=args.valid_days),
+            **extra,
+        )
+    if args.png:
+        qr_png(text, args.png, scale=args.scale)
+    print(text)
+    return EXIT_VALID
+
+
+def read_qr_image(path: Path | str) -> list[bytes]:
+    """QR payloads in an image file: grayscale with OpenCV, decoded with pyzbar (like the gate)."""
+    import cv2  # imported here: heavy, and only needed for images
+    from pyzbar import pyzbar
+
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        raise CredentialError(
+            f"cannot read image {path}; fix: give a PNG or JPEG file, or the code text"
+        )
+    return [s.data for s in pyzbar.decode(image, symbols=[pyzbar.ZBarSymbol.QRCODE])]
+
+
+def _load_trust(args: argparse.Namespace) -> TrustStore:
+    if args.keys and (args.trust_list or args.anchor):
+        raise CredentialError("give --keys DIR or --trust-list/--anchor, not both; fix: drop one")
+    if args.keys:
+        return TrustStore.load(Path(args.keys) / "trust-list.cose", Path(args.keys) / "anchor.pem")
+    if args.trust_list and args.anchor:
+        return TrustStore.load(args.trust_list, args.anchor)
+    raise CredentialError("no trust data; fix: pass --keys DIR, or --trust-list FILE --anchor FILE")
+
+
+def _parse_now(value: str | None) -> datetime:
+    if not value:
+        return datetime.now(UTC)
+    try:
+        now = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise CredentialError(
+            f"--now {value!r} is not an ISO time; fix: e.g. 2030-01-01T08:00:00+08:00"
+        ) from None
+    return now if now.utcoffset() is not None else now.replace(tzinfo=UTC)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    trust = _load_trust(args)
+    now = _parse_now(args.now)
+    if os.path.isfile(args.code):
+        payloads: list[str | bytes] = list(read_qr_image(args.code))
+        if not payloads:
+            print("未找到二维码 no QR code found in the image", file=sys.stderr)
+            return EXIT_INVALID
+    else:
+        payloads = [args.code]
+    results = [verify(p, trust, now, skew_s=args.skew_s) for p in payloads]
+    for i, result in enumerate(results):
+        if args.json:
+            print(
+                json.dumps(result.as_dict(include_personal=args.show_personal), ensure_ascii=False)
+            )
+        else:
+            if i:
+                print()
+            print(format_human(result))
+    return EXIT_VALID if all(r.ok for r in results) else EXIT_INVALID
+
+
+def _time(ts: int | None) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC") if ts is not None else "-"
+
+
+def format_human(r: Verification) -> str:
+    """Bilingual text for staff and technicians. It shows the masked name and ID tail because a
+    person compares them with the holder; JSON leaves them out unless asked."""
+    lines = [f"结果 Result:   {_CODE_ZH.get(r.code, '')} {r.code}"]
+    if r.kind:
+        lines.append(f"类型 Kind:     {_KIND_ZH.get(r.kind, r.kind)}")
+    if r.colour:
+        lines.append(f"颜色 Colour:   {_COLOUR_ZH.get(r.colour, r.colour)}")
+    if r.issuer:
+        lines.append(f"签发 Issuer:   {r.issuer}")
+    if r.masked_name or r.id_tail:
+        lines.append(
+            f"姓名 Name:     {r.masked_name or '-'}   证件尾号 ID tail: {r.id_tail or '-'}"
+        )
+    if r.region:
+        lines.append(f"地区 Region:   {r.region}")
+    if r.village:
+        grid, house = r.grid or "-", r.house_id or "-"
+        lines.append(f"村社 Village:  {r.village}   网格 Grid: {grid}   房屋 House: {house}")
+    if r.issued_at is not None:
+        since = r.not_before if r.not_before is not None else r.issued_at
+        lines.append(f"有效期 Valid:  {_time(since)} → {_time(r.expires_at)}")
+    if r.kid is not None:
+        lines.append(f"密钥 Kid:      {r.kid.hex()}   信任列表 Trust list: v{r.trust_version}")
+    if r.warnings:
+        lines.append(f"警告 Warnings: {', '.join(r.warnings)}")
+    lines.append(f"说明 Detail:   {r.detail}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Standalone entry (`python -m scanner.cli_codes codes ...`) until the main CLI wires it."""
+    parser = argparse.ArgumentParser(prog="checkpoint-scanner", formatter_class=_FMT)
+    sub = parser.add_subparsers(dest="command", metavar="{codes}")
+    add_parser(sub)
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())
