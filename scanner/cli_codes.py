@@ -195,7 +195,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)  # always exactly one line
     return EXIT_USAGE
 
 
@@ -214,9 +214,13 @@ def run(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     except OSError as exc:
         return _fail(f"{exc.strerror or exc} ({exc.filename}); fix: check the path and permissions")
+    except Exception as exc:  # the contract is one line, never a traceback
+        return _fail(f"unexpected {type(exc).__name__}: {exc}; fix: report this with the command")
 
 
 def _keygen(args: argparse.Namespace) -> int:
+    if args.validity_days < 1 or args.trust_list_days < 1:
+        return _fail("--validity-days and --trust-list-days must be at least 1; fix: e.g. 730 / 90")
     ks = generate_keys(
         args.dir,
         validity_days=args.validity_days,
@@ -293,6 +297,13 @@ def _issue(args: argparse.Namespace) -> int:
             exp=now + timedelta(days=args.valid_days),
             **extra,
         )
+    # Self-check before anything is printed: a bad option (say a 5-digit region) would otherwise
+    # produce a code that every gate refuses, which is hard to diagnose at the gate.
+    check = verify(text, TrustStore.from_certificates([signer.cert], [kind]), now)
+    if not check.ok:
+        return _fail(
+            f"the code would not verify ({check.code}: {check.detail}); fix: check the options"
+        )
     if args.png:
         qr_png(text, args.png, scale=args.scale)
     print(text)
@@ -301,8 +312,14 @@ def _issue(args: argparse.Namespace) -> int:
 
 def read_qr_image(path: Path | str) -> list[bytes]:
     """QR payloads in an image file: grayscale with OpenCV, decoded with pyzbar (like the gate)."""
-    import cv2  # imported here: heavy, and only needed for images
-    from pyzbar import pyzbar
+    try:
+        import cv2  # imported here: heavy, and only needed for images
+        from pyzbar import pyzbar
+    except ImportError as exc:
+        raise CredentialError(
+            f"cannot decode images ({exc}); fix: install opencv-python-headless, pyzbar and "
+            "libzbar0 (apt), or pass the code text instead"
+        ) from None
 
     image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if image is None:

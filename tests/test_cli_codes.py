@@ -148,9 +148,10 @@ def test_unreadable_image_and_bad_options(
     junk.write_bytes(b"not an image")
     assert run(["codes", "verify", "--keys", str(key_dir), str(junk)]) == 2
     assert run(["codes", "verify", "--keys", str(key_dir), "--now", "yesterday", "x"]) == 2
-    assert (
-        run(["codes", "issue", "health", "--signer-dir", str(key_dir), "--valid-hours", "48"]) == 2
-    )
+    health = ["codes", "issue", "health", "--signer-dir", str(key_dir)]
+    assert run([*health, "--valid-hours", "48"]) == 2
+    assert run([*health, "--region", "33"]) == 2  # self-check: would be CLAIMS_INVALID at a gate
+    assert run(["codes", "keygen", str(tmp_path / "k"), "--validity-days", "0"]) == 2
     assert all(line.startswith("error: ") for line in capsys.readouterr().err.splitlines())
 
 

@@ -21,9 +21,10 @@ from .issue import (
 )
 from .status import StatusList, StatusSource
 from .trust import TrustedSigner, TrustStore
-from .verify import Verification, verify
+from .verify import REASON_CODES, Verification, verify
 
 __all__ = [
+    "REASON_CODES",
     "KeySet",
     "Signer",
     "SignerEntry",

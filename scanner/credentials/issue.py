@@ -24,7 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ..errors import CredentialError
+from ..errors import CredentialError, TrustDataError
 from . import cose
 from .claims import (
     CLAIM_CTI,
@@ -91,7 +91,7 @@ class Signer:
             ) from None
         try:
             cert = load_certificate(cert_path, "signer certificate")
-        except Exception as exc:
+        except TrustDataError as exc:  # same one-line message, under the issuing tools' error
             raise CredentialError(str(exc)) from None
         if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(
             key.curve, ec.SECP256R1
@@ -99,7 +99,8 @@ class Signer:
             raise CredentialError(
                 f"signer key {key_path} is not EC P-256; fix: use keys from keygen"
             )
-        if key.public_key().public_numbers() != cert.public_key().public_numbers():  # type: ignore[union-attr]
+        spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        if key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
             raise CredentialError(
                 f"signer key {key_path} does not match {cert_path}; fix: pair them"
             )

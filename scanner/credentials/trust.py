@@ -98,8 +98,8 @@ def load_certificate(path: Path | str, what: str = "anchor certificate") -> x509
         data = path.read_bytes()
     except FileNotFoundError:
         raise TrustDataError(
-            f"{what} not found: {path}; fix: set the path of the pinned anchor certificate "
-            "(anchor.pem from `checkpoint-scanner codes keygen` or the central server)"
+            f"{what} not found: {path}; fix: check the path (certificates come from the central "
+            "server, or from `checkpoint-scanner codes keygen DIR` for a demo)"
         ) from None
     except OSError as exc:
         raise TrustDataError(

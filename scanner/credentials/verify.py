@@ -48,6 +48,13 @@ TRUST_DATA_EXPIRED = "TRUST_DATA_EXPIRED"
 TRUST_DATA_STALE = "TRUST_DATA_STALE"
 STATUS_UNAVAILABLE = "STATUS_UNAVAILABLE"
 
+#: Every value `Verification.code` can take (TRUST_DATA_EXPIRED is a warning, never a code).
+REASON_CODES: frozenset[str] = frozenset({
+    VALID, FORMAT_UNSUPPORTED, FORMAT_INVALID, UNKNOWN_SIGNER, SIGNATURE_INVALID,
+    SIGNER_NOT_ALLOWED, NOT_YET_VALID, EXPIRED, CLOCK_UNTRUSTED, REVOKED, DENYLISTED,
+    CLAIMS_INVALID,
+})  # fmt: skip
+
 _PREFIX_BYTES = tuple(p.encode("ascii") for p in PREFIXES)
 
 
@@ -221,7 +228,7 @@ def _verify(
             UNKNOWN_SIGNER, "no trusted signer has this kid (trust list may be out of date)"
         )
     alg = sign1.alg
-    if isinstance(alg, bool) or alg not in cose.allowed_algs(kind):
+    if not isinstance(alg, int) or isinstance(alg, bool) or alg not in cose.allowed_algs(kind):
         return result(SIGNATURE_INVALID, "signature algorithm not allowed for this credential type")
     verified = [
         s
