@@ -44,6 +44,31 @@ def mock_pin_factory() -> MockFactory:
     return MockFactory()
 
 
+def real_pin_factory(name: str) -> Any:
+    """The gpiozero pin factory for real GPIO by name ("lgpio" on a Pi 5 and Bookworm).
+    Imported here, not at module level, so a laptop without lgpio still loads this module."""
+    try:
+        if name == "lgpio":
+            from gpiozero.pins.lgpio import LGPIOFactory
+
+            return LGPIOFactory()
+        if name == "rpigpio":
+            from gpiozero.pins.rpigpio import RPiGPIOFactory
+
+            return RPiGPIOFactory()
+        if name == "pigpio":
+            from gpiozero.pins.pigpio import PiGPIOFactory
+
+            return PiGPIOFactory()
+        from gpiozero.pins.native import NativeFactory
+
+        return NativeFactory()
+    except Exception as e:  # noqa: BLE001 - import and hardware-probe failures vary by library
+        raise IndicatorError(f"GPIO pin factory {name!r} unavailable ({e.__class__.__name__}: {e}); "
+                             "fix: install python3-lgpio (apt) on the Pi, or set [indicators] "
+                             "source = \"mock\"") from None
+
+
 def _pin_label(pin: int | str) -> str:
     return f"GPIO{pin}" if isinstance(pin, int) else str(pin)
 

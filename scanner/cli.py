@@ -13,7 +13,6 @@ import os
 import signal
 import sys
 import threading
-from pathlib import Path
 
 from scanner.errors import ConfigError, ScannerError
 

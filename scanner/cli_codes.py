@@ -311,22 +311,17 @@ def _issue(args: argparse.Namespace) -> int:
 
 
 def read_qr_image(path: Path | str) -> list[bytes]:
-    """QR payloads in an image file: grayscale with OpenCV, decoded with pyzbar (like the gate)."""
-    try:
-        import cv2  # imported here: heavy, and only needed for images
-        from pyzbar import pyzbar
-    except ImportError as exc:
-        raise CredentialError(
-            f"cannot decode images ({exc}); fix: install opencv-python-headless, pyzbar and "
-            "libzbar0 (apt), or pass the code text instead"
-        ) from None
+    """QR payloads in an image file, read exactly as the gate reads a camera frame."""
+    import cv2  # imported here: heavy, and only needed for images
+
+    from scanner.decode import Decoder
 
     image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if image is None:
         raise CredentialError(
             f"cannot read image {path}; fix: give a PNG or JPEG file, or the code text"
         )
-    return [s.data for s in pyzbar.decode(image, symbols=[pyzbar.ZBarSymbol.QRCODE])]
+    return [c.payload for c in Decoder().decode(image)]
 
 
 def _load_trust(args: argparse.Namespace) -> TrustStore:

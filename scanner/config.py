@@ -89,9 +89,11 @@ class IndicatorsSection:
 
 @dataclass(frozen=True)
 class PolicySection:
-    fever_threshold_c: float = key(37.3, "calibrated body temperature at or above which DENY FEVER (°C)", min=35.0, max=40.0)
+    fever_threshold_c: float = key(37.3, "calibrated body temperature at or above which DENY FEVER (°C)",
+                                   min=35.0, max=40.0)
     clock_skew_s: int = key(300, "allowed clock difference when checking code times (seconds)", min=0, max=3600)
-    pairing_window_s: float = key(10.0, "codes and temperature of one person must come within this (seconds)", min=1, max=120)
+    pairing_window_s: float = key(10.0, "codes and temperature of one person must come within this (seconds)",
+                                  min=1, max=120)
     cooldown_s: float = key(3.0, "the same code is not counted again within this (seconds)", min=0, max=60)
 
 

@@ -8,7 +8,6 @@ pins, so the states printed are real pin states. Exit 0 when every verdict is th
 
 from __future__ import annotations
 
-import logging
 import os
 import queue
 import sys
@@ -30,8 +29,7 @@ from drivers.thermometer_scripted import ScriptedThermometer
 from scanner import hardware
 from scanner.clock import Clock
 from scanner.config import Config, parse_config
-from scanner.credentials import (Signer, TrustStore, generate_keys, issue_health, issue_residence,
-                                 pseudonym)
+from scanner.credentials import Signer, TrustStore, generate_keys, issue_health, issue_residence, pseudonym
 from scanner.logs import setup_logging
 from scanner.qrimage import frame_with_codes
 from scanner.reasons import REASONS

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from drivers.base import DriverError, SensorError, Thermometer
+from drivers.base import SensorError, Thermometer
 from scanner.config import Config
 from scanner.service import Devices
 
@@ -105,36 +105,14 @@ def make_thermometer(cfg: Config) -> Thermometer:
 
 
 def make_indicators(cfg: Config, pin_factory: Any = None) -> Any:
-    from drivers.indicators import GpioIndicators, mock_pin_factory
+    from drivers.indicators import GpioIndicators, mock_pin_factory, real_pin_factory
 
     ind = cfg.indicators
     if pin_factory is None:
-        pin_factory = mock_pin_factory() if ind.source == "mock" else _real_factory(ind.pin_factory)
+        pin_factory = mock_pin_factory() if ind.source == "mock" else real_pin_factory(ind.pin_factory)
     return GpioIndicators(ind.green_pin, ind.red_pin, ind.buzzer_pin, ind.relay_pin or None,
                           active_high=ind.active_high, relay_active_high=ind.relay_active_high,
                           pin_factory=pin_factory)
-
-
-def _real_factory(name: str) -> Any:
-    try:
-        if name == "lgpio":
-            from gpiozero.pins.lgpio import LGPIOFactory
-
-            return LGPIOFactory()
-        if name == "rpigpio":
-            from gpiozero.pins.rpigpio import RPiGPIOFactory
-
-            return RPiGPIOFactory()
-        if name == "pigpio":
-            from gpiozero.pins.pigpio import PiGPIOFactory
-
-            return PiGPIOFactory()
-        from gpiozero.pins.native import NativeFactory
-
-        return NativeFactory()
-    except Exception as e:  # noqa: BLE001 - import or hardware probe failures vary by library
-        raise DriverError(f"GPIO pin factory {name!r} unavailable ({e.__class__.__name__}: {e}); fix: "
-                          "install python3-lgpio (apt) on the Pi, or set [indicators] source = \"mock\"") from None
 
 
 def open_devices(cfg: Config, *, frames: Any = None, pin_factory: Any = None,

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class Verdict(str, Enum):
+class Verdict(StrEnum):
     PASS = "PASS"
     REVIEW = "REVIEW"
     DENY = "DENY"
@@ -21,7 +21,7 @@ def strictest(verdicts: list[Verdict]) -> Verdict:
     return max(verdicts, key=lambda v: v.rank, default=Verdict.PASS)
 
 
-class TempStatus(str, Enum):
+class TempStatus(StrEnum):
     OK = "OK"
     UNAVAILABLE = "UNAVAILABLE"  # sensor fault, nobody in front within the window
     UNSTABLE = "UNSTABLE"  # samples spread too wide: person moved

@@ -28,7 +28,8 @@ def qr_image(payload: str | bytes, scale: int = 4, border: int = 4) -> np.ndarra
     buf = io.BytesIO()
     make_qr(payload).save(buf, kind="png", scale=scale, border=border)
     img = cv2.imdecode(np.frombuffer(buf.getvalue(), np.uint8), cv2.IMREAD_GRAYSCALE)
-    return img
+    assert img is not None  # segno always writes a valid PNG
+    return np.asarray(img, dtype=np.uint8)
 
 
 def frame_with_codes(payloads: list[str | bytes], size: tuple[int, int] = (480, 640),

@@ -42,10 +42,11 @@ PASSAGE_COLUMNS: dict[str, type] = {
 
 
 def _m001_passages(db: sqlite_utils.Database) -> None:
-    db["passages"].create(PASSAGE_COLUMNS, pk="seq", not_null={"record_id", "verdict", "ts_utc"})
-    db["passages"].create_index(["record_id"], unique=True)
-    db["meta"].create({"key": str, "value": str}, pk="key")
-    db["meta"].insert({"key": "next_seq", "value": "1"})
+    passages, meta = db.table("passages"), db.table("meta")
+    passages.create(PASSAGE_COLUMNS, pk="seq", not_null={"record_id", "verdict", "ts_utc"})
+    passages.create_index(["record_id"], unique=True)
+    meta.create({"key": str, "value": str}, pk="key")
+    meta.insert({"key": "next_seq", "value": "1"})
 
 
 # Named migrations, applied in order, each once; never edit one that has shipped.

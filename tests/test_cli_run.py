@@ -3,7 +3,6 @@ break (trust list, camera path, database directory), and the demo contract."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess

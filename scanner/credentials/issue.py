@@ -19,7 +19,6 @@ from typing import Any
 
 import base45
 import cbor2
-import segno
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -199,8 +198,8 @@ def pseudonym(secret: bytes, id_type: str, id_number: str) -> bytes:
 
 def qr_png(text: str, path: Path | str, scale: int = 8) -> Path:
     """A PNG QR: error correction Q (not boosted, to keep modules large), alphanumeric mode for
-    Base45 text, which is exactly the QR alphanumeric character set."""
-    alnum = all(c in base45.BASE45_CHARSET for c in text)
-    qr = segno.make_qr(text, error="q", boost_error=False, mode="alphanumeric" if alnum else None)
-    qr.save(str(path), kind="png", scale=scale, border=4)
+    Base45 text, which is exactly the QR alphanumeric character set (scanner.qrimage)."""
+    from scanner.qrimage import make_qr
+
+    make_qr(text).save(str(path), kind="png", scale=scale, border=4)
     return Path(path)
