@@ -18,8 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers.base import Camera, CameraError, Frame, Indicators, Pattern, Thermometer
+from drivers.base import Camera, Indicators, Pattern, Thermometer
 from scanner import signals
+from scanner.capture import CaptureThread
 from scanner.clock import Clock, boot_id
 from scanner.config import Config
 from scanner.credentials import verify
@@ -33,77 +34,6 @@ from scanner.screening import Screener, ScreeningRules
 from scanner.store import Store
 
 log = logging.getLogger("scanner.lane")
-
-STALL_S = 2.0
-
-
-class CaptureThread(threading.Thread):
-    """Keeps only the newest frame and its monotonic time: the scan loop never decodes a
-    backlog. A camera that errors or stalls is closed and reopened with back-off."""
-
-    def __init__(self, camera: Camera, stop: threading.Event, idle_sleep_s: float = 0.005) -> None:
-        super().__init__(name="capture", daemon=True)
-        self.camera = camera
-        self._stop_evt = stop
-        self._lock = threading.Lock()
-        self._frame: Frame | None = None
-        self._seq = 0
-        self.last_frame_mono = time.monotonic()
-        self.heartbeat = time.monotonic()
-        self.fault: str | None = None
-        self.reopens = 0
-        self._idle = idle_sleep_s
-
-    def newest(self) -> tuple[int, Frame | None]:
-        with self._lock:
-            return self._seq, self._frame
-
-    def run(self) -> None:
-        backoff = 0.5
-        opened = False
-        while not self._stop_evt.is_set():
-            self.heartbeat = time.monotonic()
-            try:
-                if not opened:
-                    self.camera.open()
-                    opened = True
-                    if self.fault:
-                        log.info("event=camera_recovered reopens=%d", self.reopens)
-                    self.fault = None
-                    backoff = 0.5
-                    self.last_frame_mono = time.monotonic()
-                frame = self.camera.read()
-            except (CameraError, OSError) as e:
-                self.fault = str(e)
-                log.error("event=camera_fault error=%r retry_in_s=%.1f", str(e), backoff)
-                self._close_quietly()
-                opened = False
-                self.reopens += 1
-                self._stop_evt.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
-                continue
-            now = time.monotonic()
-            if frame is None:
-                if now - self.last_frame_mono > STALL_S and not self.fault:
-                    self.fault = f"no frame for {STALL_S:.0f} s: check the camera cable"
-                    log.error("event=camera_stalled")
-                self._stop_evt.wait(self._idle)
-                continue
-            if self.fault and self.fault.startswith("no frame"):
-                self.fault = None
-                log.info("event=camera_recovered")
-            self.last_frame_mono = now
-            with self._lock:
-                self._seq += 1
-                self._frame = frame
-        self._close_quietly()
-
-    def _close_quietly(self) -> None:
-        try:
-            self.camera.close()
-        except Exception:  # noqa: BLE001 - closing a broken device must not kill the thread
-            log.debug("camera close failed", exc_info=True)
-
 
 @dataclass
 class Devices:
@@ -187,6 +117,11 @@ class Lane:
         self._show(signals.FAULT if self.faults() else signals.READY)
 
     # -- inputs --------------------------------------------------------------------------
+    def verify(self, payload: bytes) -> Any:
+        """The one place the lane checks a credential (trust data, clock, skew)."""
+        return verify(payload, self.trust, self.clock.now(), clock_trusted=self.clock.trusted(),
+                      skew_s=self.cfg.policy.clock_skew_s)
+
     def _scan_frame(self, now: float) -> None:
         seq, frame = self.capture.newest()
         if frame is None or seq == self._last_frame_seq:
@@ -199,8 +134,7 @@ class Lane:
         for code in codes:
             self.stats.codes_seen += 1
             key = payload_key(code.payload)
-            v = verify(code.payload, self.trust, self.clock.now(), clock_trusted=self.clock.trusted(),
-                       skew_s=self.cfg.policy.clock_skew_s)
+            v = self.verify(code.payload)
             log.info("event=code_seen code_hash=%s kind=%s result=%s", key, v.kind, v.code)
             outcome, accepted = self.passage.on_code(now, key, v)
             if accepted and v.code == "FORMAT_UNSUPPORTED":

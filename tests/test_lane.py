@@ -18,10 +18,11 @@ from drivers.camera_replay import ReplayCamera
 from drivers.indicators import mock_pin_factory
 from drivers.thermometer_scripted import ScriptedThermometer
 from scanner import hardware, signals
+from scanner.capture import CaptureThread
 from scanner.clock import Clock
 from scanner.config import Config, parse_config
 from scanner.errors import StoreError
-from scanner.service import CaptureThread, Lane
+from scanner.service import Lane
 from scanner.store import Store
 
 GREEN, RED, BUZZER, RELAY = 17, 27, 22, 23
@@ -233,7 +234,7 @@ class FlakyCamera:
 
 
 def test_capture_reopens_a_pulled_camera_and_detects_a_stall(monkeypatch: pytest.MonkeyPatch) -> None:
-    import scanner.service as service
+    import scanner.capture as service
 
     monkeypatch.setattr(service, "STALL_S", 0.3)
     cam = FlakyCamera(blank_frame())
