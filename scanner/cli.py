@@ -144,9 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument("image", help="PNG or JPEG file")
     dc.set_defaults(func=_cmd_decode)
 
-    from scanner import cli_codes
+    from scanner import cli_codes, cli_kiosk
 
     cli_codes.add_parser(sub)
+    cli_kiosk.add_parser(sub)
     return p
 
 

@@ -1,0 +1,60 @@
+"""`checkpoint-scanner kiosk --render STATE --out FILE.png`: a kiosk screen, offscreen.
+
+For technicians checking a screen layout and for the tests; the daemon draws the same screens
+live (see scanner/kiosk.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from scanner.errors import ScannerError
+
+EPILOG = """examples:
+  checkpoint-scanner kiosk --render PASS --out pass.png
+  checkpoint-scanner kiosk --render DENY --reason FEVER --temp 38.2 --out deny.png
+  checkpoint-scanner kiosk --render FAULT --size 1024x600 --out fault.png
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from scanner.kiosk import BANNERS
+
+    p = sub.add_parser("kiosk", help="render a kiosk screen to a PNG (offscreen)",
+                       description="Render the kiosk screen for one lane state, as the passer-by sees it.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--render", required=True, choices=sorted(BANNERS), metavar="STATE",
+                   help=f"lane state: {', '.join(BANNERS)}")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--reason", action="append", default=[], help="reason code to show (repeatable)")
+    p.add_argument("--temp", type=float, help="temperature to show, °C")
+    p.add_argument("--size", default="1280x720", help="screen size WxH (default 1280x720; 7\" Pi display: 800x480)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from scanner.kiosk import Renderer, demo_view
+    from scanner.qrimage import frame_with_codes
+
+    try:
+        w, h = (int(x) for x in args.size.lower().split("x"))
+    except ValueError:
+        raise ScannerError(f"--size {args.size!r} is not WxH; fix: e.g. --size 1280x720") from None
+    if not (320 <= w <= 7680 and 240 <= h <= 4320):
+        raise ScannerError(f"--size {w}x{h} out of range; fix: between 320x240 and 7680x4320")
+    kw: dict[str, object] = {}
+    if args.reason:
+        kw["reasons"] = tuple(args.reason)
+    if args.temp is not None:
+        kw["temperature_c"] = args.temp
+    renderer = Renderer((w, h))
+    if renderer.font_path is None:
+        print("warning: no CJK font found (apt-get install fonts-noto-cjk): Chinese will show as boxes")
+    preview = None if args.render == "FAULT" else frame_with_codes(["ZHC1:DEMO"])
+    img, _ = renderer.render(demo_view(args.render, preview=preview, **kw))
+    try:
+        img.save(args.out, format="PNG")
+    except OSError as e:
+        raise ScannerError(f"cannot write {args.out} ({e.strerror}); fix: choose a writable path") from None
+    print(f"{args.out}: {args.render} screen {w}x{h}")
+    return 0

@@ -1,0 +1,84 @@
+"""Kiosk screens rendered offscreen: banner colour per state, Chinese text drawn with real
+glyphs, the found code outlined, nothing drawn over the footer on a small screen."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from scanner.kiosk import BANNERS, KioskView, Renderer, demo_view, find_cjk_font
+from scanner.qrimage import frame_with_codes
+
+ROOT = Path(__file__).resolve().parents[1]
+needs_cjk = pytest.mark.skipif(find_cjk_font() is None, reason="no CJK font (apt-get install fonts-noto-cjk)")
+
+
+def banner_colour(img: Image.Image) -> tuple[int, int, int]:
+    w, h = img.size
+    px = img.getpixel((w - 40, int(h * 0.40)))  # inside the banner, right of the text
+    assert isinstance(px, tuple)
+    return px[0], px[1], px[2]
+
+
+@needs_cjk
+@pytest.mark.parametrize("state", list(BANNERS))
+def test_each_state_has_its_banner_colour_and_texts(state: str) -> None:
+    r = Renderer((1280, 720))
+    img, drawn = r.render(demo_view(state, preview=frame_with_codes(["HELLO"])))
+    assert banner_colour(img) == BANNERS[state][0]
+    texts = [d.text for d in drawn]
+    colour, zh, en = BANNERS[state]
+    head = zh.split(" ")[0]
+    assert en in texts and all(part in texts for part in zh.split(" "))
+    assert r.has_glyphs(zh)  # real glyphs, not boxes
+    big = next(d for d in drawn if d.text == head)
+    assert big.size >= 90  # readable from two metres
+    # the drawn text really changed pixels inside its box
+    x0, y0, x1, y1 = big.box
+    region = np.asarray(img.crop((x0, y0, x1, y1)).convert("L"))
+    assert region.std() > 40
+
+
+@needs_cjk
+def test_reason_and_temperature_shown_for_deny() -> None:
+    img, drawn = Renderer().render(demo_view("DENY", reasons=("FEVER",), temperature_c=38.2))
+    texts = " ".join(d.text for d in drawn)
+    assert "38.2 °C" in texts and "体温异常" in texts and "fever threshold" in texts
+
+
+def test_found_code_is_outlined_in_green() -> None:
+    frame = frame_with_codes(["HELLO"])
+    outline = ((200, 140), (440, 140), (440, 340), (200, 340))
+    img, _ = Renderer((1280, 720)).render(KioskView(preview=frame, outlines=(outline,)))
+    arr = np.asarray(img)
+    green = (arr[:, :, 1] > 180) & (arr[:, :, 0] < 40) & (arr[:, :, 2] < 120)
+    assert green[: int(720 * 0.6), : int(1280 * 0.45)].sum() > 500
+
+
+@needs_cjk
+def test_small_screen_never_draws_over_the_footer() -> None:
+    r = Renderer((800, 480))
+    img, drawn = r.render(demo_view("READY"))
+    footer_top = 480 - 72
+    counts = next(d for d in drawn if d.text.startswith("今日"))
+    for d in drawn:
+        if d is not counts and d.box[1] < footer_top:
+            assert d.box[3] <= footer_top + 8, d
+    assert all(d.box[2] <= 800 for d in drawn)
+
+
+def test_render_cli_writes_png(tmp_path: Path) -> None:
+    out = tmp_path / "fault.png"
+    r = subprocess.run([sys.executable, "-m", "scanner.cli", "kiosk", "--render", "FAULT", "--size", "1024x600",
+                        "--out", str(out)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    img = Image.open(out)
+    assert img.size == (1024, 600) and banner_colour(img) == BANNERS["FAULT"][0]
+    bad = subprocess.run([sys.executable, "-m", "scanner.cli", "kiosk", "--render", "PASS", "--size", "big",
+                          "--out", str(out)], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 1 and "fix: e.g. --size 1280x720" in bad.stderr and "Traceback" not in bad.stderr
