@@ -17,7 +17,7 @@ EPILOG = """examples:
 """
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction) -> None:
     from scanner.kiosk import BANNERS
 
     p = sub.add_parser("kiosk", help="render a kiosk screen to a PNG (offscreen)",
