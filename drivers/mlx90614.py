@@ -21,148 +21,64 @@ Facts and sources are collected in shared/notes/HARDWARE.md sections 1, 2 and 7.
 Why not `read_word_data`: the kernel path drops the PEC byte, and PEC is the only thing that
 catches the chip's classic failed reads (0xFFFF = 1037.55 C, a PEC byte of 0xFF). Every read
 here is one combined write+repeated-start+read-3 transaction, checked in Python.
+
+Why the driver keeps itself alive: a loose connector, a brown-out or a Pi 5 controller timeout
+storm takes the sensor away *after* it was opened. After `down_after` failed reads in a row the
+driver counts as down: it stops retrying with back-off sleeps (one probe per read, so the scan
+loop stays fast and recovery is seen on the next read), reopens its bus with exponential
+back-off when it has a way to (`reopen`, set by `from_bus_number`), and after it answers again
+discards the first samples, since a chip that lost power restarts its filters.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
-import smbus2
 from smbus2 import i2c_msg
 
 from drivers.base import SensorError
+from drivers.mlx90614_wire import (  # re-exported: callers import them from here
+    CMD_LOCK,
+    CMD_UNLOCK,
+    DEFAULT_ADDRESS,
+    EE_CONFIG1,
+    EE_EMISSIVITY,
+    EE_ID,
+    EMISSIVITY_EXPECTED,
+    EMISSIVITY_RANGE,
+    ERRNO_TEXT,
+    FAILURE_KINDS,
+    RAM_TA,
+    RAM_TOBJ1,
+    RAM_TOBJ2,
+    RETRY_ERRNOS,
+    TA_RANGE_C,
+    TO_RANGE_C,
+    EE_0x2F,
+    Failure,
+    SMBusLike,
+    check_temperature,
+    crc8,
+    open_bus,
+    raw_to_celsius,
+)
+
+__all__ = ["MLX90614", "SMBusLike", "SensorError", "crc8", "open_bus", "raw_to_celsius", "DEFAULT_ADDRESS",
+           "RAM_TA", "RAM_TOBJ1", "RAM_TOBJ2", "EE_EMISSIVITY", "EE_CONFIG1", "EE_0x2F", "EE_ID",
+           "EMISSIVITY_EXPECTED", "EMISSIVITY_RANGE", "FAILURE_KINDS", "STARTUP_S", "DISCARD_SAMPLES",
+           "DOWN_AFTER", "REOPEN_BACKOFF_S", "EEPROM_WAIT_S"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ADDRESS = 0x5A
-
-# RAM (command = 0x00 | address)
-RAM_IR1 = 0x04
-RAM_IR2 = 0x05
-RAM_TA = 0x06
-RAM_TOBJ1 = 0x07
-RAM_TOBJ2 = 0x08
-# EEPROM (command = 0x20 | address)
-EEPROM_BASE = 0x20
-EE_TO_MAX = 0x20
-EE_TO_MIN = 0x21
-EE_PWMCTRL = 0x22
-EE_TA_RANGE = 0x23
-EE_EMISSIVITY = 0x24
-EE_CONFIG1 = 0x25
-EE_SMBUS_ADDR = 0x2E
-EE_0x2F = 0x2F  # undocumented calibration cell re-scaled together with emissivity (Melexis)
-EE_ID = (0x3C, 0x3D, 0x3E, 0x3F)
-# EEPROM unlock / lock for the protected cell 0x2F (Melexis i2c-stick MLX90614_SendCommand)
-CMD_UNLOCK = 0x60
-CMD_LOCK = 0x61
-
-ERROR_FLAG = 0x8000  # bit 15 of Ta/To words
-TA_RANGE_C = (-40.0, 125.0)
-TO_RANGE_C = (-70.0, 382.2)
-EMISSIVITY_RANGE = (0.1, 1.0)
-EMISSIVITY_EXPECTED = (0.95, 1.0)  # human skin ~0.98; outside this, readings are suspect
 STARTUP_S = 0.25  # first valid data after power-on reset
+DISCARD_SAMPLES = 2  # temperature reads dropped after power-up, reopen or recovery (AN: first ones wrong)
+DOWN_AFTER = 3  # failed reads in a row before the sensor counts as down
+REOPEN_BACKOFF_S = (1.0, 30.0)  # first and longest wait between bus reopens while down
 EEPROM_WAIT_S = 0.010  # after erase and after write (datasheet >= 5 ms; Melexis uses 10)
-
-FAILURE_KINDS = ("pec", "nack", "eio", "timeout", "error_flag", "sentinel", "range")
-_RETRY_ERRNOS = {
-    errno.EREMOTEIO: "nack",
-    errno.EIO: "eio",
-    errno.ETIMEDOUT: "timeout",
-    errno.EAGAIN: "eio",  # i2c core: arbitration lost / bus busy, worth another try
-}
-
-_ERRNO_TEXT = {  # errno -> (problem, fix); fix may use {bus} and {address}
-    errno.EREMOTEIO: ("no ACK (errno 121)",
-                      "check SDA/SCL wiring, 3.3 V supply and i2cdetect -y {bus}"),
-    errno.EIO: ("I/O error (errno 5)",
-                "check wiring and pull-ups, lower the bus speed (dtparam=i2c_arm_baudrate=50000)"),
-    errno.ETIMEDOUT: ("bus timeout (errno 110)",
-                      "bus stuck or clock stretching: lower the bus speed or power-cycle the"
-                      " sensor"),
-    errno.EAGAIN: ("bus busy (errno 11)", "check for another master or process on the bus"),
-    errno.EBUSY: ("address busy (errno 16)",
-                  "a kernel driver owns {address:#04x}: unload the mlx90614 IIO module or"
-                  " remove its device-tree overlay"),
-}
-
-
-class SMBusLike(Protocol):
-    """What the driver needs from a bus: smbus2.SMBus, or the emulated bus in tests."""
-
-    def i2c_rdwr(self, *msgs: i2c_msg) -> None: ...
-
-    def close(self) -> None: ...
-
-
-def crc8(data: bytes) -> int:
-    """SMBus PEC: CRC-8, polynomial x^8+x^2+x+1 (0x07), init 0, MSB first, no final XOR."""
-    crc = 0
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x07) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
-    return crc
-
-
-def raw_to_celsius(raw: int) -> float:
-    """Ta/To RAM word (0.02 K per LSB) to degrees Celsius."""
-    return round(raw * 0.02 - 273.15, 2)
-
-
-def open_bus(bus_number: int) -> smbus2.SMBus:
-    """Open /dev/i2c-N, turning the two usual set-up mistakes into messages that name the fix."""
-    path = f"/dev/i2c-{bus_number}"
-    try:
-        return smbus2.SMBus(bus_number)
-    except FileNotFoundError as exc:
-        raise SensorError(
-            f"no I2C bus {path}: enable I2C (raspi-config nonint do_i2c 0) and reboot"
-        ) from exc
-    except PermissionError as exc:
-        raise SensorError(
-            f"permission denied on {path}: add the service user to the i2c group"
-        ) from exc
-    except OSError as exc:
-        raise SensorError(f"cannot open {path}: {exc.strerror or exc}") from exc
-
-
-class _Failure(Exception):
-    """One failed try: `kind` is a FAILURE_KINDS entry, `problem` what went wrong, `fix`
-    what to check. Messages are assembled as `<where>: <what>: <problem> after N tries: <fix>`."""
-
-    def __init__(self, kind: str, problem: str, fix: str, retryable: bool = True) -> None:
-        super().__init__(f"{problem}: {fix}")
-        self.kind = kind
-        self.problem = problem
-        self.fix = fix
-        self.retryable = retryable
-
-
-def _check_temperature(raw: int, limits: tuple[float, float]) -> None:
-    """Reject what PEC cannot catch: sentinels, the chip's error flag, impossible values."""
-    if raw in (0x0000, 0xFFFF):
-        fix = "bus floating: check SDA/SCL wiring and pull-ups" if raw else (
-            "check wiring and the 3.3 V supply")
-        raise _Failure("sentinel", f"read {raw:#06x} ({raw_to_celsius(raw)} C)", fix)
-    if raw & ERROR_FLAG:
-        raise _Failure(
-            "error_flag", f"error flag set (raw {raw:#06x})",
-            "the chip reports an internal fault; power-cycle the sensor, replace it if this"
-            " persists",
-        )
-    celsius = raw_to_celsius(raw)
-    if not limits[0] <= celsius <= limits[1]:
-        raise _Failure(
-            "range", f"{celsius} C outside {limits[0]}..{limits[1]} C",
-            "check for a heat source or sunlight on the sensor, else replace it",
-        )
 
 
 class MLX90614:
@@ -171,6 +87,9 @@ class MLX90614:
     Every public method takes one re-entrant lock for its whole bus conversation, so the
     scan loop and a self-test can share the instance. `retries` is the number of tries per
     read (at least 1); failed tries back off `backoff_s * try` through the injected `sleep`.
+    `discard_samples` temperature reads of each register are dropped after power-up and after
+    a recovery. `reopen` makes a fresh bus object (None: never reopen); `down_after` failed
+    reads in a row mark the sensor down (see the module docstring).
     """
 
     def __init__(
@@ -184,6 +103,10 @@ class MLX90614:
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
         bus_number: int | None = None,
+        discard_samples: int = DISCARD_SAMPLES,
+        reopen: Callable[[], SMBusLike] | None = None,
+        down_after: int = DOWN_AFTER,
+        reopen_backoff_s: tuple[float, float] = REOPEN_BACKOFF_S,
     ) -> None:
         if not 0x01 <= address <= 0x7F:
             raise ValueError(
@@ -192,8 +115,12 @@ class MLX90614:
             )
         if retries < 1:
             raise ValueError(f"retries={retries}: must be at least 1 (the number of tries)")
-        if backoff_s < 0 or startup_s < 0:
-            raise ValueError("backoff_s and startup_s must be >= 0")
+        if backoff_s < 0 or startup_s < 0 or discard_samples < 0:
+            raise ValueError("backoff_s, startup_s and discard_samples must be >= 0")
+        if down_after < 1:
+            raise ValueError(f"down_after={down_after}: must be at least 1")
+        if not 0 < reopen_backoff_s[0] <= reopen_backoff_s[1]:
+            raise ValueError(f"reopen_backoff_s={reopen_backoff_s}: need 0 < first <= longest")
         self._bus: SMBusLike | None = bus
         self.address = address
         self.bus_number = bus_number
@@ -206,12 +133,27 @@ class MLX90614:
         self._ready = startup_s == 0
         self._lock = threading.RLock()
         self._counts = dict.fromkeys(FAILURE_KINDS, 0)
+        self._closed = False
+        self._discard_samples = discard_samples
+        self._discard: dict[int, int] = {}
+        self._arm_discard()
+        self._reopen = reopen
+        self._down_after = down_after
+        self._reopen_backoff_s = reopen_backoff_s
+        self._backoff_now_s = reopen_backoff_s[0]
+        self._next_reopen_s = 0.0
+        self._failed_reads = 0  # in a row
+        self._down_since: float | None = None
+        self._open_error = ""
+        self.reopens = 0
 
     @classmethod
     def from_bus_number(
         cls, bus_number: int, address: int = DEFAULT_ADDRESS, **options: Any
     ) -> MLX90614:
-        """Open /dev/i2c-`bus_number` (see open_bus) and drive the sensor on it."""
+        """Open /dev/i2c-`bus_number` (see open_bus) and drive the sensor on it; the bus is
+        reopened the same way while the sensor is down."""
+        options.setdefault("reopen", lambda: open_bus(bus_number))
         return cls(open_bus(bus_number), address, bus_number=bus_number, **options)
 
     # -- public API ---------------------------------------------------------------------
@@ -239,6 +181,17 @@ class MLX90614:
         """Failed tries per kind since creation (an errno that is not retried counts as eio)."""
         with self._lock:
             return dict(self._counts)
+
+    @property
+    def down(self) -> bool:
+        """`down_after` reads in a row have failed; cleared by the next good read."""
+        return self._failed_reads >= self._down_after
+
+    def health(self) -> dict[str, Any]:
+        """For self-tests and status pages: down or not, failures in a row, reopens, counts."""
+        with self._lock:
+            return {"down": self.down, "failed_reads_in_a_row": self._failed_reads,
+                    "reopens": self.reopens, "failures": dict(self._counts)}
 
     def startup_report(self) -> dict[str, Any]:
         """Read and log what identifies this sensor and how it is set up. A surprising
@@ -317,6 +270,7 @@ class MLX90614:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             bus, self._bus = self._bus, None
         if bus is not None:
             bus.close()
@@ -332,33 +286,97 @@ class MLX90614:
     def _read(self, cmd: int, what: str, limits: tuple[float, float] | None = None) -> int:
         with self._lock:
             self._wait_for_startup()
-            failures: list[_Failure] = []
-            for attempt in range(1, self._retries + 1):
-                try:
-                    raw = self._read_word_once(cmd)
-                    if limits is not None:
-                        _check_temperature(raw, limits)
+            while True:
+                raw = self._read_checked(cmd, what, limits)
+                left = self._discard.get(cmd, 0)
+                if not left:
                     return raw
-                except _Failure as failure:
-                    self._counts[failure.kind] += 1
-                    failures.append(failure)
-                    log.warning(
-                        "mlx90614 read_failed address=%#04x cmd=%#04x kind=%s try=%d/%d"
-                        " problem=%r", self.address, cmd, failure.kind, attempt, self._retries,
-                        failure.problem,
-                    )
-                    if not failure.retryable:
-                        break
-                    if attempt < self._retries:
-                        self._sleep(self._backoff_s * attempt)
-            last = failures[-1]
-            tries = "1 try" if len(failures) == 1 else f"{len(failures)} tries"
-            kinds = sorted({f.kind for f in failures})
-            mixed = f" (failures: {', '.join(kinds)})" if len(kinds) > 1 else ""
-            raise SensorError(
-                f"{self._where()}: reading {what}: {last.problem} after {tries}{mixed}:"
-                f" {last.fix}"
-            )
+                self._discard[cmd] = left - 1
+                log.debug("mlx90614 sample_discarded address=%#04x cmd=%#04x raw=%#06x", self.address,
+                          cmd, raw)
+
+    def _read_checked(self, cmd: int, what: str, limits: tuple[float, float] | None) -> int:
+        """One read with its retries, or SensorError. While down: reopen if due, one probe."""
+        if self._closed:
+            raise SensorError(f"{self._where()}: driver is closed: create a new MLX90614")
+        down = self.down
+        if down:
+            self._maybe_reopen()
+        tries = 1 if down else self._retries
+        failures: list[Failure] = []
+        for attempt in range(1, tries + 1):
+            try:
+                raw = self._read_word_once(cmd)
+                if limits is not None:
+                    check_temperature(raw, limits)
+            except Failure as failure:
+                self._counts[failure.kind] += 1
+                failures.append(failure)
+                log.log(
+                    logging.DEBUG if down else logging.WARNING,
+                    "mlx90614 read_failed address=%#04x cmd=%#04x kind=%s try=%d/%d problem=%r",
+                    self.address, cmd, failure.kind, attempt, tries, failure.problem,
+                )
+                if not failure.retryable:
+                    break
+                if attempt < tries:
+                    self._sleep(self._backoff_s * attempt)
+            else:
+                self._read_succeeded()
+                return raw
+        last = failures[-1]
+        n = "1 try" if len(failures) == 1 else f"{len(failures)} tries"
+        kinds = sorted({f.kind for f in failures})
+        mixed = f" (failures: {', '.join(kinds)})" if len(kinds) > 1 else ""
+        message = f"{self._where()}: reading {what}: {last.problem} after {n}{mixed}: {last.fix}"
+        self._read_failed(message)
+        raise SensorError(message)
+
+    def _read_succeeded(self) -> None:
+        if self.down:
+            down_s = self._monotonic() - (self._down_since or self._monotonic())
+            log.warning("mlx90614 recovered address=%#04x failed_reads=%d down_s=%.1f reopens=%d",
+                        self.address, self._failed_reads, down_s, self.reopens)
+            self._arm_discard()  # it may have lost power: its first samples are not trusted
+        self._failed_reads = 0
+        self._down_since = None
+        self._backoff_now_s = self._reopen_backoff_s[0]
+
+    def _read_failed(self, message: str) -> None:
+        self._failed_reads += 1
+        if self._failed_reads == self._down_after:
+            self._down_since = self._monotonic()
+            self._next_reopen_s = self._down_since  # first reopen at the next read
+            log.error("mlx90614 down address=%#04x failed_reads=%d error=%r", self.address,
+                      self._failed_reads, message)
+
+    def _maybe_reopen(self) -> None:
+        """Close and reopen the bus, at most once per back-off period (1 s doubling to 30 s)."""
+        now = self._monotonic()
+        if self._reopen is None or now < self._next_reopen_s:
+            return
+        self._next_reopen_s = now + self._backoff_now_s
+        self._backoff_now_s = min(self._backoff_now_s * 2, self._reopen_backoff_s[1])
+        old, self._bus = self._bus, None
+        if old is not None:
+            try:
+                old.close()
+            except OSError:
+                pass
+        try:
+            self._bus = self._reopen()
+        except OSError as exc:
+            self._open_error = str(exc)
+            log.warning("mlx90614 reopen_failed address=%#04x error=%r next_try_s=%.0f", self.address,
+                        self._open_error, self._next_reopen_s - now)
+            return
+        self.reopens += 1
+        self._arm_discard()
+        log.warning("mlx90614 bus_reopened address=%#04x bus=%s reopens=%d", self.address,
+                    self.bus_number, self.reopens)
+
+    def _arm_discard(self) -> None:
+        self._discard = dict.fromkeys((RAM_TA, RAM_TOBJ1, RAM_TOBJ2), self._discard_samples)
 
     def _read_word_once(self, cmd: int) -> int:
         """One combined transaction: write cmd, repeated start, read LSB MSB PEC."""
@@ -370,7 +388,7 @@ class MLX90614:
         if pec != expected:
             hint = " (0xff: nothing driven, bus floating or chip one byte ahead)" if (
                 pec == 0xFF) else ""
-            raise _Failure(
+            raise Failure(
                 "pec", f"PEC mismatch: got {pec:#04x}, expected {expected:#04x}{hint}",
                 "check cable length and noise, pull-ups, bus speed <= 100 kHz (try 50 kHz)",
             )
@@ -409,7 +427,7 @@ class MLX90614:
             self._wait_for_startup()
             try:
                 self._transfer(*msgs)
-            except _Failure as failure:
+            except Failure as failure:
                 self._counts[failure.kind] += 1
                 raise SensorError(
                     f"{self._where()}: {what}: {failure.problem}: {failure.fix}"
@@ -418,17 +436,19 @@ class MLX90614:
     # -- bus ----------------------------------------------------------------------------
 
     def _transfer(self, *msgs: i2c_msg) -> None:
-        if self._bus is None:
+        if self._closed:
             raise SensorError(f"{self._where()}: driver is closed: create a new MLX90614")
+        if self._bus is None:  # the last reopen failed; its message names the fix
+            raise Failure("bus", "bus could not be reopened", self._open_error, retryable=False)
         try:
             self._bus.i2c_rdwr(*msgs)
         except OSError as exc:
-            kind = _RETRY_ERRNOS.get(exc.errno or 0)
-            problem, fix = _ERRNO_TEXT.get(exc.errno or 0, (
+            kind = RETRY_ERRNOS.get(exc.errno or 0)
+            problem, fix = ERRNO_TEXT.get(exc.errno or 0, (
                 f"{exc.strerror or exc} (errno {exc.errno})", "check the I2C bus and wiring"))
             bus = self.bus_number if self.bus_number is not None else "<bus>"
             fix = fix.format(bus=bus, address=self.address)
-            raise _Failure(kind or "eio", problem, fix, retryable=kind is not None) from exc
+            raise Failure(kind or "eio", problem, fix, retryable=kind is not None) from exc
 
     def _wait_for_startup(self) -> None:
         """Never trust data during the power-on-reset time; waits out what is left of it."""

@@ -21,8 +21,10 @@ DENY_CODES = frozenset({"SIGNATURE_INVALID", "EXPIRED", "REVOKED", "DENYLISTED",
 REVIEW_CODES = frozenset({"UNKNOWN_SIGNER", "NOT_YET_VALID", "CLOCK_UNTRUSTED", "TRUST_DATA_EXPIRED",
                           "ONLINE_UNAVAILABLE", "HEALTH_PENDING"})
 COLOUR_REASON = {"red": "HEALTH_RED", "yellow": "HEALTH_YELLOW"}
+# UNRELIABLE has its own reason: the sensor works but the site does not allow a trustworthy
+# reading (ambient out of range or changing fast), so staff measure by hand, not fix the sensor.
 TEMP_REASON = {TempStatus.UNAVAILABLE: "TEMP_UNAVAILABLE", TempStatus.UNSTABLE: "TEMP_UNSTABLE",
-               TempStatus.UNRELIABLE: "TEMP_UNAVAILABLE"}
+               TempStatus.UNRELIABLE: "TEMP_UNRELIABLE"}
 # Every reason the policy can give: the i18n test checks each has Chinese and English text.
 ALL_REASONS = (DENY_CODES | REVIEW_CODES | set(COLOUR_REASON.values()) | set(TEMP_REASON.values())
                | {"OK", "FEVER", "NO_CODE", "RESIDENCE_MISSING", "RESIDENCE_OTHER_VILLAGE"})

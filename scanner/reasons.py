@@ -31,7 +31,8 @@ REASONS: dict[str, tuple[str, str]] = {
     "RESIDENCE_OTHER_VILLAGE": ("安居码不属于本村", "residence code is for another village"),
     "TEMP_UNAVAILABLE": ("未测得体温，请将手腕靠近测温区", "no temperature: hold your wrist to the sensor"),
     "TEMP_UNSTABLE": ("体温读数不稳，请保持不动", "temperature unstable: hold still"),
-    "TEMP_UNRELIABLE": ("环境温度异常，请人工测温", "ambient out of range: measure by hand"),
+    "TEMP_UNRELIABLE": ("环境温度过低、过高或变化过快，请人工测温",
+                        "ambient too cold, too hot or changing fast: measure by hand"),
     "FORMAT_UNSUPPORTED": ("这不是健康码", "this is not a health code"),
     "STAFF_OVERRIDE": ("工作人员放行/拦截", "staff override"),
 }

@@ -6,11 +6,17 @@ until a person is really in front (object well above ambient and in a skin range
 moment); then k samples are taken and the median reported, refused when they spread too wide
 (the person moved), and mapped to a body estimate by the site's calibration before the policy
 compares it with the fever threshold (HARDWARE.md section 7, "Measurement logic").
+
+Two things no single read can show are watched across reads: the ambient (sensor die)
+temperature changing fast (sun on the housing, a heater, a door to the cold) makes readings
+UNRELIABLE, and readings that stay bit-identical for too long mean a frozen sensor or bus, which
+counts as the sensor being down (a real sensor always jitters by a few 0.02 K steps).
 """
 
 from __future__ import annotations
 
 import statistics
+from collections import deque
 from dataclasses import dataclass
 
 from scanner.models import Measurement, TempStatus
@@ -30,6 +36,9 @@ class ScreeningRules:
     calibration_version: str = "uncalibrated"
     ambient_min_c: float = -10.0
     ambient_max_c: float = 45.0
+    ambient_max_rate_c_per_min: float = 1.0
+    ambient_rate_window_s: float = 60.0
+    stuck_after_s: float = 120.0
     fault_after: int = 5
 
     @classmethod
@@ -45,12 +54,28 @@ def calibrate(object_c: float, ambient_c: float, rules: ScreeningRules) -> float
     return object_c + rules.offset_c + rules.ambient_coeff * (rules.reference_ambient_c - ambient_c)
 
 
+def ambient_rate_c_per_min(history: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (t, ambient) in °C per minute: robust to the sensor's LSB jitter,
+    and a step (a door opening) anywhere in the window still shows as a steep slope."""
+    n = len(history)
+    mean_t = sum(t for t, _ in history) / n
+    mean_a = sum(a for _, a in history) / n
+    var = sum((t - mean_t) ** 2 for t, _ in history)
+    if var == 0:
+        return 0.0
+    cov = sum((t - mean_t) * (a - mean_a) for t, a in history)
+    return abs(cov / var) * 60.0
+
+
 class Screener:
     """Feed it every reading; it returns a Measurement when one person's measurement is done.
 
     States: idle (nobody) -> arming (present, waiting presence_hold_s) -> sampling -> done;
     after a measurement the person must leave (presence lost) before the next one starts, so
-    one wrist held for ten seconds is one measurement, not twenty."""
+    one wrist held for ten seconds is one measurement, not twenty.
+
+    `down` (with `last_error`) is what the lane shows as FAULT: `fault_after` failed reads in a
+    row, or readings frozen for `stuck_after_s`. Either clears on the next good, changing read."""
 
     def __init__(self, rules: ScreeningRules) -> None:
         self.rules = rules
@@ -60,6 +85,12 @@ class Screener:
         self._errors = 0
         self.down = False
         self.last_error = ""
+        self.stuck = False
+        self._last_pair: tuple[float, float] | None = None
+        self._same_since = 0.0
+        self._ambient: deque[tuple[float, float]] = deque()
+        # at most ~240 points per window: bounded memory and cost at any poll rate
+        self._ambient_step_s = rules.ambient_rate_window_s / 240
 
     def present(self, object_c: float, ambient_c: float) -> bool:
         r = self.rules
@@ -67,6 +98,12 @@ class Screener:
 
     def feed(self, t: float, object_c: float, ambient_c: float) -> Measurement | None:
         self._errors = 0
+        self._track_ambient(t, ambient_c)
+        frozen = self._frozen(t, object_c, ambient_c)
+        if frozen:
+            self.down = True
+            self.last_error = frozen
+            return self._abort(t, frozen)
         self.down = False
         if not self.present(object_c, ambient_c):
             self._armed_at = None
@@ -94,12 +131,46 @@ class Screener:
         self.last_error = message
         if self._errors >= self.rules.fault_after:
             self.down = True
-            if self._armed_at is not None or self._samples:
-                self._armed_at = None
-                self._samples.clear()
-                return Measurement(TempStatus.UNAVAILABLE, t_mono=t, detail=message,
-                                   calibration_version=self.rules.calibration_version)
+            return self._abort(t, message)
         return None
+
+    def ambient_rate(self) -> float | None:
+        """°C per minute over the window, or None until half a window of history exists."""
+        h = self._ambient
+        if len(h) < 3 or h[-1][0] - h[0][0] < self.rules.ambient_rate_window_s / 2:
+            return None
+        return ambient_rate_c_per_min(list(h))
+
+    def _track_ambient(self, t: float, ambient_c: float) -> None:
+        h = self._ambient
+        if not h or t - h[-1][0] >= self._ambient_step_s:
+            h.append((t, ambient_c))
+        while h and t - h[0][0] > self.rules.ambient_rate_window_s:
+            h.popleft()
+
+    def _frozen(self, t: float, object_c: float, ambient_c: float) -> str:
+        pair = (object_c, ambient_c)
+        if pair != self._last_pair:
+            self._last_pair, self._same_since, self.stuck = pair, t, False
+            return ""
+        held_s = t - self._same_since
+        self.stuck = held_s >= self.rules.stuck_after_s
+        if not self.stuck:
+            return ""
+        return (f"readings frozen at object {object_c} °C, ambient {ambient_c} °C for {held_s:.0f} s: "
+                "sensor or bus stuck; power-cycle the sensor, replace it if this persists")
+
+    def _abort(self, t: float, message: str) -> Measurement | None:
+        """The sensor failed: a person being sampled gets TEMP_UNAVAILABLE (never a guess); one
+        already measured and still standing there gets nothing more."""
+        sampling = bool(self._samples) or (self._armed_at is not None and not self._await_leave)
+        self._armed_at = None
+        self._samples.clear()
+        self._await_leave = False
+        if not sampling:
+            return None
+        return Measurement(TempStatus.UNAVAILABLE, t_mono=t, detail=message,
+                           calibration_version=self.rules.calibration_version)
 
     def _finish(self, t: float) -> Measurement:
         r = self.rules
@@ -110,12 +181,18 @@ class Screener:
         spread = max(objs) - min(objs)
         common = dict(object_c=round(obj, 2), ambient_c=round(amb, 2), spread_c=round(spread, 2),
                       samples=len(objs), calibration_version=r.calibration_version, t_mono=t)
+        body = round(calibrate(obj, amb, r), 1)
+        unreliable = ""
+        rate = self.ambient_rate()
+        if not (r.ambient_min_c <= amb <= r.ambient_max_c):
+            unreliable = f"ambient {amb:.1f} °C outside {r.ambient_min_c}..{r.ambient_max_c}"
+        elif rate is not None and rate > r.ambient_max_rate_c_per_min:
+            unreliable = (f"ambient changing {rate:.1f} °C/min > {r.ambient_max_rate_c_per_min} "
+                          "(sun, heater or an open door on the sensor?)")
+        if unreliable:
+            return Measurement(TempStatus.UNRELIABLE, body_c=body, detail=unreliable,
+                               **common)  # type: ignore[arg-type]
         if spread > r.max_spread_c:
             return Measurement(TempStatus.UNSTABLE, detail=f"spread {spread:.2f} °C > {r.max_spread_c}",
-                               **common)  # type: ignore[arg-type]
-        body = round(calibrate(obj, amb, r), 1)
-        if not (r.ambient_min_c <= amb <= r.ambient_max_c):
-            return Measurement(TempStatus.UNRELIABLE, body_c=body,
-                               detail=f"ambient {amb:.1f} °C outside {r.ambient_min_c}..{r.ambient_max_c}",
                                **common)  # type: ignore[arg-type]
         return Measurement(TempStatus.OK, body_c=body, **common)  # type: ignore[arg-type]

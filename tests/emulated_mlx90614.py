@@ -10,16 +10,20 @@ bus interprets real `smbus2.i2c_msg` objects the way the chip answers them on th
   a non-erased cell stores old|new and counts a `bad_writes`. Cells 0x20-0x25 and 0x2E are
   writable; 0x2F only between the unlock (0x60) and lock (0x61) commands; the rest are
   silently ignored, like the chip in application mode.
+- `noise_lsb` adds seeded noise of up to that many LSBs (0.02 K each) to every Ta/To answer,
+  as a real sensor has; a `stuck` fault freezes the word exactly (no noise), like a dead ADC.
 - With a `clock`, the EEPROM is busy for `ee_busy_s` after a write (transactions NACK and
   count `busy_violations`), and RAM temperatures read 0x0000 until `por_s` after power-on.
 
-Faults are injected per chip (`inject`), one-shot (count) or persistent (count=None).
+Faults are injected per chip (`inject`), one-shot (count) or persistent (count=None), on every
+matching transaction or intermittently (`every`=N: only each N-th one).
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -59,6 +63,8 @@ class Fault:
     remaining: int | None  # None = persistent
     cmd: int | None = None  # only transactions with this command byte
     stuck_raw: int | None = None
+    every: int = 1  # intermittent: only each `every`-th matching transaction
+    seen: int = 0
 
 
 @dataclass
@@ -78,6 +84,8 @@ class EmulatedMLX90614:
     clock: Callable[[], float] | None = None
     por_s: float = 0.25
     ee_busy_s: float = 0.005
+    noise_lsb: int = 0
+    seed: int = 0
     ram: dict[int, int] = field(default_factory=dict)
     eeprom: dict[int, int] = field(default_factory=dict)
 
@@ -95,6 +103,7 @@ class EmulatedMLX90614:
         self.busy_violations = 0
         self._busy_until = float("-inf")
         self._power_on = self._now()
+        self._rng = random.Random(self.seed)
 
     # -- scene ---------------------------------------------------------------------------
 
@@ -114,16 +123,19 @@ class EmulatedMLX90614:
 
     # -- faults ----------------------------------------------------------------------------
 
-    def inject(self, kind: str, count: int | None = 1, cmd: int | None = None) -> None:
+    def inject(self, kind: str, count: int | None = 1, cmd: int | None = None, every: int = 1) -> None:
         """Queue a fault: nack, eio, timeout, bad_pec, all_ff, zero, error_flag, stuck.
-        `count` transactions are affected (None = until clear_faults); `cmd` narrows it."""
+        `count` transactions are affected (None = until clear_faults); `cmd` narrows it;
+        `every`=N hits only each N-th matching transaction (an intermittent fault)."""
         if kind not in BUS_FAULTS and kind not in DATA_FAULTS:
             raise ValueError(f"unknown fault {kind!r}")
+        if every < 1:
+            raise ValueError(f"every={every}: must be at least 1")
         stuck = None
         if kind == "stuck":
             cmd = 0x07 if cmd is None else cmd
             stuck = self.ram[cmd]  # frozen now: later set_object() no longer shows
-        self.faults.append(Fault(kind, count, cmd, stuck))
+        self.faults.append(Fault(kind, count, cmd, stuck, every))
 
     def clear_faults(self) -> None:
         self.faults.clear()
@@ -137,6 +149,9 @@ class EmulatedMLX90614:
             if (fault.kind in BUS_FAULTS) != bus:
                 continue
             if fault.kind == "error_flag" and cmd not in (0x06, 0x07, 0x08):
+                continue
+            fault.seen += 1
+            if fault.seen % fault.every:
                 continue
             if fault.remaining is not None:
                 fault.remaining -= 1
@@ -200,6 +215,8 @@ class EmulatedMLX90614:
             raw |= 0x8000
         elif kind == "stuck" and fault is not None and fault.stuck_raw is not None:
             raw = fault.stuck_raw
+        elif self.noise_lsb and cmd in (0x06, 0x07, 0x08) and raw:
+            raw += self._rng.randint(-self.noise_lsb, self.noise_lsb)
         lsb, msb = raw & 0xFF, raw >> 8
         pec = crc8(bytes([self.address << 1, cmd, (self.address << 1) | 1, lsb, msb]))
         if kind == "bad_pec":

@@ -47,7 +47,9 @@ def bus(chip: EmulatedMLX90614) -> EmulatedBus:
 
 
 def make(bus: EmulatedBus, clock: FakeClock, **options: object) -> MLX90614:
+    """A driver on a chip that settled long ago: no start-up wait, no discarded samples."""
     options.setdefault("startup_s", 0.0)
+    options.setdefault("discard_samples", 0)
     return MLX90614(bus, sleep=clock.sleep, monotonic=clock, bus_number=1, **options)  # type: ignore[arg-type]
 
 
@@ -160,6 +162,18 @@ def test_persistent_fault_raises_sensor_error_naming_the_fix(
     assert isinstance(info.value, OSError)
     assert sensor.failure_counts()[FAULT_COUNTER[fault]] == 3
     assert len(bus.log) == 3
+
+
+def test_intermittent_pec_errors_are_absorbed_by_the_retries(
+    sensor: MLX90614, chip: EmulatedMLX90614, bus: EmulatedBus
+) -> None:
+    chip.set_object(36.2)
+    chip.inject("bad_pec", count=None, every=2)  # every other answer corrupted on the wire
+    for _ in range(10):
+        assert sensor.object_temperature() == pytest.approx(36.2, abs=0.011)
+    # answers 2, 4, 6, ... are bad: the first read is clean, each later one needs one retry
+    assert sensor.failure_counts()["pec"] == 9 and not sensor.down
+    assert len(bus.log) == 19
 
 
 def test_retries_parameter_bounds_the_tries(
@@ -281,6 +295,132 @@ def test_no_wait_when_created_long_after_power_on(bus: EmulatedBus, clock: FakeC
     clock.now += 5.0
     sensor.object_temperature()
     assert clock.sleeps == []
+
+
+# -- discarded samples, sensor down, bus reopened -----------------------------------
+
+
+def test_first_samples_after_power_up_are_discarded(bus: EmulatedBus, clock: FakeClock,
+                                                    chip: EmulatedMLX90614) -> None:
+    sensor = make(bus, clock, discard_samples=2)
+    chip.set_object(36.4)
+    assert sensor.object_temperature() == pytest.approx(36.4, abs=0.011)
+    assert len(bus.reads(RAM_TOBJ1)) == 3  # two dropped, the third returned
+    sensor.ambient_temperature()
+    assert len(bus.reads(RAM_TA)) == 3  # each register settles on its own
+    sensor.object_temperature()
+    sensor.emissivity()  # EEPROM reads are never discarded
+    assert len(bus.reads(RAM_TOBJ1)) == 4 and len(bus.reads(EE_EMISSIVITY)) == 1
+
+
+class Reopener:
+    """Bus factory for the driver: a fresh EmulatedBus on the same chip, or an error."""
+
+    def __init__(self, chip: EmulatedMLX90614) -> None:
+        self.chip = chip
+        self.buses: list[EmulatedBus] = []
+        self.error: OSError | None = None
+
+    def __call__(self) -> EmulatedBus:
+        if self.error is not None:
+            raise self.error
+        self.buses.append(EmulatedBus({0x5A: self.chip}))
+        return self.buses[-1]
+
+
+def test_sensor_down_probes_once_per_read_reopens_with_backoff_and_recovers(
+    bus: EmulatedBus, chip: EmulatedMLX90614, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    reopen = Reopener(chip)
+    sensor = make(bus, clock, reopen=reopen, discard_samples=2)
+    sensor.object_temperature()  # settled: the start-up discards are done
+    chip.inject("nack", count=None)
+    for _ in range(3):
+        with pytest.raises(SensorError, match="no ACK"):
+            sensor.object_temperature()
+    assert sensor.down and reopen.buses == []
+    sleeps_before = len(clock.sleeps)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="drivers.mlx90614"):
+        with pytest.raises(SensorError, match="after 1 try"):
+            sensor.object_temperature()  # reopens at once, then probes once
+        assert len(reopen.buses) == 1 and bus.closed
+        for _ in range(20):  # within the back-off: no reopen, one probe each, no sleeping
+            with pytest.raises(SensorError):
+                sensor.object_temperature()
+    assert len(reopen.buses) == 1 and len(reopen.buses[0].log) == 21
+    assert len(clock.sleeps) == sleeps_before
+    assert not [r for r in caplog.records if "read_failed" in r.getMessage() and r.levelno >= logging.WARNING]
+    clock.now += 1.0
+    with pytest.raises(SensorError):
+        sensor.object_temperature()
+    assert len(reopen.buses) == 2  # 1 s later
+    clock.now += 1.0
+    with pytest.raises(SensorError):
+        sensor.object_temperature()
+    assert len(reopen.buses) == 2  # back-off doubled to 2 s
+    clock.now += 0.5  # the next reopen is due only 2 s after the last one
+    chip.clear_faults()
+    chip.set_object(37.9)
+    with caplog.at_level(logging.INFO, logger="drivers.mlx90614"):
+        assert sensor.object_temperature() == pytest.approx(37.9, abs=0.011)
+    assert not sensor.down and len(reopen.buses) == 2
+    assert any("recovered" in r.getMessage() for r in caplog.records)
+    assert len(reopen.buses[-1].reads(RAM_TOBJ1)) == 3  # it may have lost power: two dropped
+    assert sensor.health() == {"down": False, "failed_reads_in_a_row": 0, "reopens": 2,
+                               "failures": sensor.failure_counts()}
+    assert sensor.failure_counts()["nack"] == 3 * 3 + 23
+
+
+def test_failed_reopen_names_the_open_error_and_is_retried(
+    bus: EmulatedBus, chip: EmulatedMLX90614, clock: FakeClock
+) -> None:
+    reopen = Reopener(chip)
+    reopen.error = SensorError("no I2C bus /dev/i2c-1: enable I2C (raspi-config nonint do_i2c 0) and reboot")
+    sensor = make(bus, clock, reopen=reopen, down_after=2)
+    chip.inject("eio", count=None)
+    for _ in range(2):
+        with pytest.raises(SensorError):
+            sensor.ambient_temperature()
+    with pytest.raises(SensorError, match=r"bus could not be reopened after 1 try: no I2C bus /dev/i2c-1: "
+                       r"enable I2C"):
+        sensor.ambient_temperature()
+    assert sensor.failure_counts()["bus"] == 1
+    chip.clear_faults()
+    reopen.error = None
+    with pytest.raises(SensorError, match="bus could not be reopened"):
+        sensor.ambient_temperature()  # the next reopen is not due yet
+    clock.now += 1.0
+    assert sensor.ambient_temperature() == pytest.approx(24.0, abs=0.011)
+    assert len(reopen.buses) == 1 and not sensor.down
+
+
+def test_without_a_reopen_factory_a_down_sensor_still_recovers(
+    sensor: MLX90614, chip: EmulatedMLX90614, bus: EmulatedBus
+) -> None:
+    chip.inject("all_ff", count=None)
+    for _ in range(5):
+        with pytest.raises(SensorError, match="0xff"):
+            sensor.object_temperature()
+    assert sensor.down
+    chip.clear_faults()
+    assert sensor.object_temperature() == pytest.approx(24.0, abs=0.011)
+    assert not sensor.down and sensor.reopens == 0 and not bus.closed
+
+
+def test_from_bus_number_reopens_the_same_bus(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> None:
+    opened: list[int] = []
+
+    def fake_smbus(n: int) -> EmulatedBus:
+        opened.append(n)
+        return EmulatedBus({})  # nothing answers
+
+    monkeypatch.setattr(smbus2, "SMBus", fake_smbus)
+    sensor = MLX90614.from_bus_number(3, startup_s=0, sleep=clock.sleep, monotonic=clock)
+    for _ in range(4):
+        with pytest.raises(SensorError):
+            sensor.object_temperature()
+    assert opened == [3, 3]
 
 
 # -- startup report ----------------------------------------------------------------------
@@ -437,7 +577,7 @@ def test_emulator_detects_overlapping_transactions() -> None:
 
 def test_concurrent_readers_never_overlap_on_the_bus() -> None:
     bus = EmulatedBus({0x5A: EmulatedMLX90614()}, hold_s=0.0005)
-    sensor = MLX90614(bus, startup_s=0, sleep=lambda s: None)
+    sensor = MLX90614(bus, startup_s=0, sleep=lambda s: None, discard_samples=0)
     errors: list[BaseException] = []
     barrier = threading.Barrier(2)
 
@@ -532,7 +672,7 @@ def test_failure_counts_is_a_copy(sensor: MLX90614) -> None:
     sensor.failure_counts()["pec"] = 99
     assert sensor.failure_counts()["pec"] == 0
     assert set(sensor.failure_counts()) == {
-        "pec", "nack", "eio", "timeout", "error_flag", "sentinel", "range"}
+        "pec", "nack", "eio", "timeout", "error_flag", "sentinel", "range", "bus"}
 
 
 @pytest.mark.parametrize("options", [{"address": 0x00}, {"address": 0x80}, {"retries": 0}])

@@ -64,7 +64,8 @@ def test_fever_at_threshold_is_deny() -> None:
     (None, "TEMP_UNAVAILABLE"),
     (Measurement(TempStatus.UNAVAILABLE), "TEMP_UNAVAILABLE"),
     (Measurement(TempStatus.UNSTABLE, object_c=34.0), "TEMP_UNSTABLE"),
-    (Measurement(TempStatus.UNRELIABLE, body_c=36.5), "TEMP_UNAVAILABLE"),
+    (Measurement(TempStatus.UNRELIABLE, body_c=36.5), "TEMP_UNRELIABLE"),
+    (Measurement(TempStatus.UNRELIABLE, body_c=38.5), "TEMP_UNRELIABLE"),  # REVIEW: staff re-measure
 ])
 def test_missing_or_bad_temperature_never_passes(m: Measurement | None, reason: str) -> None:
     d = decide([V()], m, HWY)

@@ -1,0 +1,50 @@
+"""`checkpoint-scanner selftest`: run the registered device checks, one PASS/FAIL/SKIP line each
+with the fix under every FAIL. Exit 0 when nothing failed, 1 otherwise. Safe beside the running
+lane: the checks only read."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, TextIO
+
+from scanner.selftest import Context, run_checks, summary
+
+EPILOG = """\
+examples:
+  checkpoint-scanner selftest --config /etc/checkpoint-scanner/config.toml
+  checkpoint-scanner selftest --config site.toml --only thermometer
+  checkpoint-scanner selftest --config site.toml --json
+"""
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("selftest", help="check the devices: PASS/FAIL per check with the fix; exit 1 on a FAIL",
+                       description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="TOML config file")
+    p.add_argument("--only", action="append", default=[], metavar="PREFIX",
+                   help="run only checks starting with this (e.g. thermometer); repeatable")
+    p.add_argument("--json", action="store_true", help="one JSON object per check, for tools")
+    p.set_defaults(func=_cmd_selftest)
+
+
+def _cmd_selftest(args: argparse.Namespace) -> int:
+    return run_selftest(args)
+
+
+def run_selftest(args: argparse.Namespace, *, out: TextIO | None = None, **inject: Any) -> int:
+    """`inject`: Context fields for tests (open_bus=..., thermometer=...)."""
+    stream = out or sys.stdout
+    ctx = Context(config_path=args.config, **inject)
+    outcomes = run_checks(ctx, tuple(args.only))
+    for o in outcomes:
+        if args.json:
+            r = o.result
+            print(json.dumps({"check": o.name, "status": r.status.value, "detail": r.detail, "fix": r.fix},
+                             ensure_ascii=False), file=stream)
+        else:
+            print(o.line(), file=stream)
+    if not args.json:
+        print(summary(outcomes), file=stream)
+    return 1 if any(o.result.status.value == "FAIL" for o in outcomes) else 0
