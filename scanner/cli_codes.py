@@ -69,6 +69,8 @@ _CODE_ZH = {
     "DENYLISTED": "已列入黑名单",
     "CLAIMS_INVALID": "内容不合规",
     "TRUST_DATA_EXPIRED": "信任数据已过期",
+    "ONLINE_UNAVAILABLE": "无法在线核验",
+    "HEALTH_PENDING": "健康码待核验",
 }
 _KIND_ZH = {
     "health": "健康码 health code",
@@ -89,7 +91,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         formatter_class=_FMT,
     )
     codes.set_defaults(func=run)
-    sub = codes.add_subparsers(dest="codes_command", metavar="{keygen,issue,verify}")
+    sub = codes.add_subparsers(dest="codes_command", metavar="{keygen,issue,verify,bundle}")
 
     kg = sub.add_parser(
         "keygen",
@@ -191,6 +193,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--now", metavar="ISO", help="verify as of this time, e.g. 2030-01-01T00:00:00Z"
     )
     ver.add_argument("--skew-s", type=int, default=300, help="allowed clock skew (default 300)")
+    from . import cli_bundle
+
+    cli_bundle.add_parser(sub)
     return codes
 
 
@@ -209,7 +214,11 @@ def run(args: argparse.Namespace) -> int:
             return _issue(args)
         if command == "verify":
             return _verify(args)
-        return _fail("missing command; fix: use `codes keygen|issue|verify` (see `codes --help`)")
+        if command == "bundle":
+            from . import cli_bundle
+
+            return cli_bundle.run(args)
+        return _fail("missing command; fix: use `codes keygen|issue|verify|bundle` (see `codes --help`)")
     except ScannerError as exc:
         return _fail(str(exc))
     except OSError as exc:
@@ -314,14 +323,14 @@ def read_qr_image(path: Path | str) -> list[bytes]:
     """QR payloads in an image file, read exactly as the gate reads a camera frame."""
     import cv2  # imported here: heavy, and only needed for images
 
-    from scanner.decode import Decoder
+    from scanner.decode import decode_frame
 
     image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if image is None:
         raise CredentialError(
             f"cannot read image {path}; fix: give a PNG or JPEG file, or the code text"
         )
-    return [c.payload for c in Decoder().decode(image)]
+    return [c.data for c in decode_frame(image, budget_ms=2000.0)]  # a photo: time for the whole ladder
 
 
 def _load_trust(args: argparse.Namespace) -> TrustStore:

@@ -3,20 +3,32 @@ fake-hwclock's last save, hours behind, and a code check on that clock is a gues
 
 Trusted when the kernel says NTP is synchronised: `adjtimex()` maxerror under 16 s (what
 `timedatectl` reports as "System clock synchronized"), or systemd-timesyncd's flag file
-exists. (HARDWARE.md section 6; CODES.md section 4.) The sync issue adds the server-offset
-path; every record carries the answer.
+exists. (HARDWARE.md section 6; CODES.md section 4.) Or, where NTP is blocked but the central
+server answers: the trust sync measured the offset to the server's clock (HTTP `Date`) recently
+and the wall clock has not jumped since. A jump shows as a change of wall minus monotonic time
+(monotonic never jumps); then the measurement no longer describes this clock and is dropped.
+While the offset holds, `now()` is the wall clock corrected by it. Every record carries the answer.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
+import logging
 import os
+import threading
+import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+log = logging.getLogger(__name__)
 
 TIMESYNC_FLAG = "/run/systemd/timesync/synchronized"
 MAXERROR_LIMIT_US = 16_000_000
+#: HTTP Date has one-second resolution: the offset is known to +-1 s plus half the round trip.
+DATE_RESOLUTION_S = 1.0
 
 
 class _Timex(ctypes.Structure):
@@ -31,10 +43,16 @@ class _Timex(ctypes.Structure):
                 ("_pad", ctypes.c_int * 11)]
 
 
+@functools.lru_cache(maxsize=1)
+def _libc() -> ctypes.CDLL:
+    # find_library runs ldconfig in a subprocess (about a millisecond): once per process, not per scan.
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
 def kernel_maxerror_us() -> int | None:
     """The kernel's estimate of the clock's maximum error, in microseconds; None if unknown."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc = _libc()
         tx = _Timex()
         if libc.adjtimex(ctypes.byref(tx)) < 0:
             return None
@@ -51,20 +69,109 @@ def system_clock_trusted(flag_path: str = TIMESYNC_FLAG,
     return err is not None and 0 <= err < MAXERROR_LIMIT_US
 
 
+@dataclass(frozen=True)
+class _Measured:
+    offset_s: float
+    uncertainty_s: float
+    wall_minus_mono: float
+    mono: float
+
+
+class ServerOffset:
+    """The wall clock's offset to the central server's clock, measured at a trust sync.
+
+    Valid for `max_age_s` of monotonic time after the measurement, and only while wall minus
+    monotonic stays within `max_jump_s` of its value then: a step of the wall clock (a person
+    setting the date, fake-hwclock restoring an old time) invalidates it. Thread-safe: the sync
+    thread records, the scan loop reads one immutable measurement."""
+
+    def __init__(self, max_age_s: float = 12 * 3600, max_jump_s: float = 10.0, *,
+                 wall: Callable[[], float] = time.time, mono: Callable[[], float] = time.monotonic,
+                 max_uncertainty_s: float = 30.0) -> None:
+        self.max_age_s = max_age_s
+        self.max_jump_s = max_jump_s
+        self.max_uncertainty_s = max_uncertainty_s
+        self._wall = wall
+        self._mono = mono
+        self._m: _Measured | None = None
+        self._lock = threading.Lock()
+
+    def record(self, server_time_s: float, sent_wall_s: float, sent_mono_s: float) -> float | None:
+        """Record one server time read from a response that was sent at (sent_wall_s,
+        sent_mono_s) and arrived now. Returns the offset, or None when the round trip was too
+        slow to tell the time to within `max_uncertainty_s`."""
+        recv_wall, recv_mono = self._wall(), self._mono()
+        rtt = max(recv_mono - sent_mono_s, 0.0)
+        uncertainty = rtt / 2 + DATE_RESOLUTION_S
+        if uncertainty > self.max_uncertainty_s:
+            return None
+        # The server stamped its Date somewhere in the round trip: take the middle.
+        offset = server_time_s - (recv_wall - rtt / 2)
+        with self._lock:
+            self._m = _Measured(offset, uncertainty, recv_wall - recv_mono, recv_mono)
+        return offset
+
+    def current(self) -> float | None:
+        """The offset in seconds (server minus wall) while it is valid, else None."""
+        m = self._m
+        if m is None:
+            return None
+        wall, mono = self._wall(), self._mono()
+        if mono - m.mono > self.max_age_s:
+            return None
+        jump = (wall - mono) - m.wall_minus_mono
+        if abs(jump) > self.max_jump_s:
+            with self._lock:
+                if self._m is m:
+                    self._m = None
+                    log.warning("event=clock_jump jump_s=%.1f detail=server offset dropped until the next sync",
+                                jump)
+            return None
+        return m.offset_s
+
+    def clear(self) -> None:
+        with self._lock:
+            self._m = None
+
+
+@dataclass(frozen=True)
+class ClockState:
+    """One reading: the time to use, whether to trust it, and why ("ntp", "server", "always",
+    "none")."""
+
+    now: datetime
+    trusted: bool
+    source: str
+
+
 class Clock:
     """Wall time plus whether to trust it. `trust="always"` is for simulation only (config
-    refuses it with real hardware)."""
+    refuses it with real hardware). `offset` is the trust sync's server-time measurement."""
 
     def __init__(self, trust: str = "system", now: Callable[[], datetime] | None = None,
-                 trusted: Callable[[], bool] = system_clock_trusted) -> None:
+                 trusted: Callable[[], bool] = system_clock_trusted, *,
+                 offset: ServerOffset | None = None) -> None:
         self._now = now or (lambda: datetime.now(UTC))
-        self._trusted = (lambda: True) if trust == "always" else trusted
+        self._always = trust == "always"
+        self._trusted = trusted
+        self.offset = offset
+
+    def state(self) -> ClockState:
+        wall = self._now()
+        if self._always:
+            return ClockState(wall, True, "always")
+        if self._trusted():
+            return ClockState(wall, True, "ntp")
+        off = self.offset.current() if self.offset is not None else None
+        if off is not None:
+            return ClockState(wall + timedelta(seconds=off), True, "server")
+        return ClockState(wall, False, "none")
 
     def now(self) -> datetime:
-        return self._now()
+        return self.state().now
 
     def trusted(self) -> bool:
-        return self._trusted()
+        return self.state().trusted
 
 
 def boot_id() -> str:

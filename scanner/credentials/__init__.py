@@ -3,6 +3,8 @@
 One pipeline (CODES.md): prefix -> Base45 -> zlib -> COSE_Sign1 -> signature -> signer fitness ->
 time -> status list -> claims. `verify()` never raises on a payload; `TrustStore.load()` raises
 TrustDataError with a message that names the fix. The issuing tools build demo trust chains.
+Signed trust-data bundles (trust list, status list, policy) are in `bundles`; `TrustState` holds
+the snapshot in force that the sync replaces and the lane checks against.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from .issue import (
     qr_png,
     sign_trust_list,
 )
-from .status import StatusList, StatusSource
+from .state import TrustSnapshot, TrustState
+from .status import StatusIndex, StatusList, StatusSource
 from .trust import TrustedSigner, TrustStore
 from .verify import REASON_CODES, Verification, verify
 
@@ -28,8 +31,11 @@ __all__ = [
     "KeySet",
     "Signer",
     "SignerEntry",
+    "StatusIndex",
     "StatusList",
     "StatusSource",
+    "TrustSnapshot",
+    "TrustState",
     "TrustStore",
     "TrustedSigner",
     "Verification",

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +21,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ..errors import TrustDataError
 from . import cose
-from .envelope import EnvelopeError, parse_sign1
 
 KNOWN_TYPES = frozenset({"health", "residence", "dcc"})
 
@@ -115,15 +113,6 @@ def load_certificate(path: Path | str, what: str = "anchor certificate") -> x509
         ) from None
 
 
-def _int_field(doc: Mapping[str, Any], key: str, path: Path) -> int:
-    value = doc.get(key)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TrustDataError(
-            f"trust list {path}: '{key}' must be an integer; fix: regenerate the list on the server"
-        )
-    return value
-
-
 class TrustStore:
     """Signers by kid, plus the list's version and validity. Immutable after construction:
     the sync thread swaps in a whole new store, so a scan never sees half a list."""
@@ -189,7 +178,6 @@ class TrustStore:
         not a COSE_Sign1, signed by another anchor, or its signature does not verify."""
         path = Path(trust_list_path)
         anchor = load_certificate(anchor_cert_path)
-        anchor_kid = cose.kid_of(cose.cert_der(anchor))
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
@@ -201,54 +189,28 @@ class TrustStore:
             raise TrustDataError(
                 f"cannot read trust list {path}: {exc.strerror}; fix: check permissions"
             ) from None
-        refetch = "fix: download the trust list again; the previous list stays in force"
-        try:
-            sign1 = parse_sign1(raw)
-        except EnvelopeError:
+        return cls.from_bytes(raw, anchor, source=str(path))
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, anchor: x509.Certificate, source: str = "") -> TrustStore:
+        """Verify a signed trust list (file contents or a download) against the pinned anchor.
+        TrustDataError, one line naming the fix, when it is not exactly what the anchor signed."""
+        from .bundles import KIND_TRUST, open_bundle
+
+        bundle = open_bundle(raw, anchor, KIND_TRUST, source)
+        doc = bundle.doc
+        if not isinstance(doc.get("signers"), list):
             raise TrustDataError(
-                f"trust list {path} is not a signed COSE_Sign1 file; {refetch}"
-            ) from None
-        if sign1.protected.get(1) != cose.ALG_ES256:
-            raise TrustDataError(
-                f"trust list {path} is not signed with ES256 by an anchor; {refetch}"
+                f"trust list {source} has no 'signers' array; fix: download the trust list again; "
+                "the previous list stays in force"
             )
-        list_kid = sign1.protected.get(4)
-        if list_kid != anchor_kid:
-            raise TrustDataError(
-                f"trust list {path} was not signed by the pinned anchor {Path(anchor_cert_path)} "
-                f"(kid {list_kid.hex() if isinstance(list_kid, bytes) else 'missing'}, "
-                f"anchor kid {anchor_kid.hex()}); fix: pin the anchor certificate that signed "
-                "this list, or fetch a list signed by the pinned anchor"
-            )
-        if not cose.verify_signature(
-            cose.ALG_ES256,
-            anchor.public_key(),
-            sign1.protected_bstr,
-            sign1.payload,
-            sign1.signature,
-        ):
-            raise TrustDataError(
-                f"trust list {path} signature does not verify against the pinned anchor "
-                f"(tampered or corrupted); {refetch}"
-            )
-        try:
-            doc = json.loads(sign1.payload.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise TrustDataError(
-                f"trust list {path} payload is not UTF-8 JSON; {refetch}"
-            ) from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("signers"), list):
-            raise TrustDataError(f"trust list {path} has no 'signers' array; {refetch}")
-        version = _int_field(doc, "version", path)
-        generated_at = _int_field(doc, "generated_at", path)
-        expires_at = _int_field(doc, "expires_at", path)
         signers, problems = _parse_signers(doc["signers"])
         return cls(
             signers,
-            version=version,
-            generated_at=generated_at,
-            expires_at=expires_at,
-            anchor_kid=anchor_kid,
+            version=bundle.version,
+            generated_at=bundle.generated_at,
+            expires_at=bundle.expires_at,
+            anchor_kid=cose.kid_of(cose.cert_der(anchor)),
             problems=problems,
         )
 

@@ -127,17 +127,21 @@ def verify(
     status: StatusSource | None = None,
     online_patterns: Iterable[str] = (),
     trust_max_age_s: int | None = None,
+    max_code_age_s: int | None = None,
 ) -> Verification:
     """Verify one scanned code. Never raises on any payload.
 
     `now` must be timezone-aware (a naive time is a caller bug, refused with ValueError).
-    `online_patterns` is the hook for provincial codes checked online (a later issue); for now
-    such texts are FORMAT_UNSUPPORTED like any other unknown prefix. `trust_max_age_s` adds the
-    TRUST_DATA_STALE warning when the trust list is older than the policy allows."""
+    `online_patterns` is ignored: provincial codes are routed to the online check by the lane
+    (`scanner.credentials.state`) before verify(), which keeps verify() free of I/O; here such
+    texts are FORMAT_UNSUPPORTED like any other unknown prefix. `trust_max_age_s` adds the
+    TRUST_DATA_STALE warning when the trust list is older than the policy allows.
+    `max_code_age_s` (policy): a health code issued longer ago than this is EXPIRED even before
+    its exp, so the centre can shorten the life of screenshots without reissuing codes."""
     if not isinstance(now, datetime) or now.utcoffset() is None:
         raise ValueError("verify(): now must be a timezone-aware datetime")
     try:
-        return _verify(payload, trust, now, clock_trusted, skew_s, status, trust_max_age_s)
+        return _verify(payload, trust, now, clock_trusted, skew_s, status, trust_max_age_s, max_code_age_s)
     except Exception:  # the promise is "never raises": a bug here must fail closed, not crash
         return Verification(FORMAT_INVALID, detail="internal error while verifying this code")
 
@@ -165,11 +169,13 @@ def _unfit_reason(signer: TrustedSigner, kind: str, times: Times, dcc_type: str 
     return ""
 
 
-def _time_code(times: Times, now_s: float, skew_s: int) -> tuple[str, str]:
+def _time_code(times: Times, now_s: float, skew_s: int, max_age_s: int | None = None) -> tuple[str, str]:
     if times.iat > now_s + skew_s:
         return NOT_YET_VALID, "issued in the future (check this device's clock)"
     if now_s > times.exp:
         return EXPIRED, "code has expired"
+    if max_age_s is not None and now_s - times.iat > max_age_s:
+        return EXPIRED, "code is older than the centre's maximum code age"
     if times.nbf is not None and times.nbf > now_s + skew_s:
         return NOT_YET_VALID, "code is not valid yet (nbf)"
     return "", ""
@@ -193,6 +199,7 @@ def _verify(
     skew_s: int,
     status: StatusSource | None,
     trust_max_age_s: int | None,
+    max_code_age_s: int | None = None,
 ) -> Verification:
     # 1. Route by prefix.
     text, code = _as_text(payload)
@@ -272,7 +279,8 @@ def _verify(
 
     # 4. Time, with clock skew. An untrusted clock cannot judge validity: its verdict becomes a
     # warning and the result CLOCK_UNTRUSTED (REVIEW), unless a later step finds worse.
-    time_code, time_detail = _time_code(times, now.timestamp(), skew_s)
+    time_code, time_detail = _time_code(times, now.timestamp(), skew_s,
+                                        max_code_age_s if kind == "health" else None)
     if time_code and clock_trusted:
         return result(time_code, time_detail)
     if time_code:

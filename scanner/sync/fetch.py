@@ -1,0 +1,216 @@
+"""Bounded HTTP for the trust sync and the online check (requests underneath).
+
+Every request has a connect and a read timeout, a whole-body deadline (a server that drips one
+byte a second never trips a read timeout), a body size cap checked against Content-Length and
+again while reading, and a content-type check (a captive portal's "200 OK text/html" is not a
+trust list). The server's `Date` header feeds the clock's server offset. Errors are `FetchError`
+with one line that names the fix; they never carry a request body (an online code's text).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from ..clock import ServerOffset
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 64 * 1024
+USER_AGENT = "checkpoint-scanner"
+
+
+class FetchError(Exception):
+    """A download or call failed. `partial` holds the bytes received before an interruption
+    (the status snapshot resumes from them)."""
+
+    def __init__(self, message: str, *, partial: bytes = b"", status: int | None = None,
+                 etag: str | None = None) -> None:
+        super().__init__(message)
+        self.partial = partial
+        self.status = status
+        self.etag = etag
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: bytes = b""
+    etag: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def full_jitter(failures: int, base_s: float, cap_s: float, rng: random.Random | None = None) -> float:
+    """AWS "full jitter" back-off: uniform in 0..min(cap, base * 2^failures). Spreads a fleet's
+    retries after an outage instead of having every gate hit the server in step."""
+    ceiling = min(cap_s, base_s * (2 ** min(failures, 32)))
+    return (rng or random).uniform(0, ceiling)
+
+
+def _media_type(value: str | None) -> str:
+    return (value or "").split(";", 1)[0].strip().lower()
+
+
+class Http:
+    """One requests.Session with the device's limits. Thread-safe enough for our use: the sync
+    thread and the online pool each get their own instance."""
+
+    def __init__(self, *, connect_timeout_s: float = 5.0, read_timeout_s: float = 20.0,
+                 download_timeout_s: float = 300.0, max_body_bytes: int = 64 << 20, ca_bundle: str = "",
+                 offset: ServerOffset | None = None, headers: Mapping[str, str] | None = None,
+                 session: requests.Session | None = None) -> None:
+        self.connect_timeout_s = connect_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.download_timeout_s = download_timeout_s
+        self.max_body_bytes = max_body_bytes
+        self.verify: str | bool = ca_bundle or True
+        self.offset = offset
+        self.session = session or requests.Session()
+        # One quiet retry of a GET whose connection failed (a pooled keep-alive connection the
+        # server closed a moment ago); never for POST, never on a status or a read error.
+        retry = Retry(total=1, connect=1, read=False, status=False, other=0, allowed_methods=frozenset({"GET"}),
+                      raise_on_status=False, raise_on_redirect=False, redirect=False)
+        self.session.mount("https://", HTTPAdapter(max_retries=retry))
+        self.session.mount("http://", HTTPAdapter(max_retries=retry))
+        self.session.trust_env = False  # no proxies or netrc from the environment: config only
+        self.session.headers.update({"User-Agent": USER_AGENT, "Accept-Encoding": "identity",
+                                     **(headers or {})})
+
+    def close(self) -> None:
+        self.session.close()
+
+    def _note_date(self, resp: requests.Response, sent_wall: float, sent_mono: float) -> None:
+        if self.offset is None:
+            return
+        date = resp.headers.get("Date")
+        if not date:
+            return
+        try:
+            server_s = parsedate_to_datetime(date).timestamp()
+        except (TypeError, ValueError, IndexError):
+            return
+        self.offset.record(server_s, sent_wall, sent_mono)
+
+    def _request(self, method: str, url: str, what: str, *, timeout: tuple[float, float] | None = None,
+                 **kw: Any) -> tuple[requests.Response, float]:
+        sent_wall, sent_mono = time.time(), time.monotonic()
+        try:
+            resp = self.session.request(method, url, stream=True, verify=self.verify, allow_redirects=False,
+                                        timeout=timeout or (self.connect_timeout_s, self.read_timeout_s), **kw)
+        except requests.exceptions.SSLError:
+            raise FetchError(f"{what}: TLS certificate of the server not accepted; fix: set [sync] ca_bundle "
+                             "to the CA that signs the server certificate, and check the device clock") from None
+        except requests.exceptions.ConnectTimeout:
+            raise FetchError(f"{what}: connect timed out; fix: check the network and [sync] server_url") from None
+        except requests.exceptions.ConnectionError:
+            raise FetchError(f"{what}: cannot connect to the server; fix: check the network and "
+                             "[sync] server_url") from None
+        except requests.exceptions.Timeout:
+            raise FetchError(f"{what}: the server did not answer in time; fix: none needed, retrying") from None
+        except requests.exceptions.RequestException as e:
+            raise FetchError(f"{what}: request failed ({e.__class__.__name__}); fix: check [sync] server_url") \
+                from None
+        self._note_date(resp, sent_wall, sent_mono)
+        return resp, sent_mono
+
+    def _read_body(self, resp: requests.Response, what: str, start_mono: float, limit: int,
+                   deadline_s: float) -> bytes:
+        """The whole body within `limit` bytes and `deadline_s` seconds, else FetchError with
+        the bytes received so far."""
+        length = resp.headers.get("Content-Length")
+        expected: int | None = None
+        if length is not None:
+            try:
+                expected = int(length)
+            except ValueError:
+                expected = None
+            if expected is not None and expected > limit:
+                resp.close()
+                raise FetchError(f"{what}: {expected} bytes is over the {limit}-byte limit; fix: raise "
+                                 "[sync] max_body_mb if the server's data really is that large")
+        buf = bytearray()
+        deadline = start_mono + deadline_s
+        status, etag = resp.status_code, resp.headers.get("ETag")
+        try:
+            while True:
+                if time.monotonic() > deadline:
+                    raise FetchError(f"{what}: download took longer than {deadline_s:.0f} s; fix: check the "
+                                     "link, or raise [sync] download_timeout_s", partial=bytes(buf),
+                                     status=status, etag=etag)
+                chunk = resp.raw.read1(CHUNK_BYTES)
+                if not chunk:
+                    break
+                buf += chunk
+                if len(buf) > limit:
+                    raise FetchError(f"{what}: more than the {limit}-byte limit; fix: raise [sync] "
+                                     "max_body_mb if the server's data really is that large")
+        except FetchError:
+            resp.close()
+            raise
+        except Exception as e:  # urllib3 ProtocolError / IncompleteRead / socket timeout: interrupted
+            resp.close()
+            raise FetchError(f"{what}: download interrupted after {len(buf)} bytes ({e.__class__.__name__}); "
+                             "fix: none needed, it resumes on the next try", partial=bytes(buf), status=status,
+                             etag=etag) from None
+        resp.raw.release_conn()  # read to the end: the connection may be reused
+        if expected is not None and len(buf) != expected:
+            raise FetchError(f"{what}: download interrupted after {len(buf)} of {expected} bytes; fix: none "
+                             "needed, it resumes on the next try", partial=bytes(buf), status=status, etag=etag)
+        return bytes(buf)
+
+    def get(self, url: str, what: str, *, accept: Iterable[str], etag: str | None = None,
+            range_start: int = 0, if_range: str | None = None) -> Response:
+        """GET a bundle. Returns 200 / 206 (with the body), or 204 / 304 / 404 / 410 (without);
+        any other status, a wrong content type or a bad body is a FetchError."""
+        headers = {"Accept": ", ".join(accept)}
+        if etag:
+            headers["If-None-Match"] = etag
+        if range_start > 0:
+            headers["Range"] = f"bytes={range_start}-"
+            if if_range:
+                headers["If-Range"] = if_range
+        resp, start = self._request("GET", url, what, headers=headers)
+        status = resp.status_code
+        if status in (204, 304, 404, 410):
+            resp.close()
+            return Response(status, b"", resp.headers.get("ETag"), dict(resp.headers))
+        if status not in (200, 206):
+            resp.close()
+            raise FetchError(f"{what}: server answered HTTP {status}; fix: none on this device if it is a "
+                             "server fault (retrying with back-off); check [sync] server_url for 4xx",
+                             status=status)
+        ctype = _media_type(resp.headers.get("Content-Type"))
+        if ctype not in accept:
+            resp.close()
+            raise FetchError(f"{what}: server sent {ctype or 'no content type'}, not {' or '.join(accept)}; "
+                             "fix: check [sync] server_url (a captive portal or proxy may be answering)")
+        body = self._read_body(resp, what, start, self.max_body_bytes, self.download_timeout_s)
+        return Response(status, body, resp.headers.get("ETag"), dict(resp.headers))
+
+    def post_json(self, url: str, doc: Mapping[str, Any], what: str, *, budget_s: float,
+                  max_body_bytes: int = 64 * 1024) -> Any:
+        """POST JSON and return the decoded JSON answer, all within `budget_s` as far as
+        timeouts allow (the online client also bounds the wait from outside)."""
+        resp, start = self._request("POST", url, what, json=dict(doc), headers={"Accept": "application/json"},
+                                    timeout=(min(self.connect_timeout_s, budget_s), budget_s))
+        if resp.status_code != 200:
+            resp.close()
+            raise FetchError(f"{what}: server answered HTTP {resp.status_code}", status=resp.status_code)
+        if _media_type(resp.headers.get("Content-Type")) != "application/json":
+            resp.close()
+            raise FetchError(f"{what}: server did not answer JSON; fix: check [sync] server_url")
+        body = self._read_body(resp, what, start, max_body_bytes, budget_s)
+        try:
+            return json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise FetchError(f"{what}: answer is not JSON; fix: check [sync] server_url") from None

@@ -1,0 +1,160 @@
+"""The sync's files on the SD card: accepted bundles exactly as the anchor signed them.
+
+Layout under `[sync] state_dir`:
+
+    trust-list.cose  policy.cose          the bundles in force
+    status/snapshot.cose                  the status snapshot in force ...
+    status/diffs/<version>.cose           ... and the diffs applied on top of it, in order
+    status/snapshot.part                  an interrupted snapshot download (resumed with Range)
+    meta.json                             ETags, last-confirmed times, the partial's ETag
+
+Each file is written to a temporary name, fsynced, renamed over the old one and the directory
+fsynced, so a power cut leaves either the old or the new file, never half of one. Everything is
+verified against the anchor again when it is loaded: the files are a cache, not a trust root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import TrustDataError
+
+log = logging.getLogger(__name__)
+
+FILES = {"trust": "trust-list.cose", "policy": "policy.cose"}
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so that a crash leaves the old or the new content."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+class StateDir:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.status_dir = self.root / "status"
+        self.diff_dir = self.status_dir / "diffs"
+        self.snapshot_path = self.status_dir / "snapshot.cose"
+        self.partial_path = self.status_dir / "snapshot.part"
+        self.meta_path = self.root / "meta.json"
+
+    def ensure(self) -> None:
+        try:
+            self.diff_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise TrustDataError(f"cannot create the sync state directory {self.root} ({e.strerror}); fix: create "
+                                 "it and give the service user write access, or set [sync] state_dir") from None
+        if not os.access(self.root, os.W_OK):
+            raise TrustDataError(f"sync state directory {self.root} is not writable; fix: chown it to the service "
+                                 "user, or set [sync] state_dir")
+
+    @staticmethod
+    def _read(path: Path) -> bytes | None:
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            log.warning("event=state_unreadable path=%s error=%r", path, e.strerror)
+            return None
+
+    # -- trust list and policy ------------------------------------------------------------
+    def read(self, name: str) -> bytes | None:
+        return self._read(self.root / FILES[name])
+
+    def write(self, name: str, raw: bytes) -> None:
+        atomic_write(self.root / FILES[name], raw)
+
+    # -- status: snapshot + diffs --------------------------------------------------------
+    def read_snapshot(self) -> bytes | None:
+        return self._read(self.snapshot_path)
+
+    def write_snapshot(self, raw: bytes) -> None:
+        """The new snapshot first, then the old diffs go: a crash in between leaves diffs that
+        no longer follow the snapshot, which loading skips and removes."""
+        atomic_write(self.snapshot_path, raw)
+        self.clear_diffs()
+
+    def diff_versions(self) -> list[int]:
+        out = []
+        for p in self.diff_dir.glob("*.cose"):
+            try:
+                out.append(int(p.stem))
+            except ValueError:
+                continue
+        return sorted(out)
+
+    def read_diff(self, version: int) -> bytes | None:
+        return self._read(self.diff_dir / f"{version:012d}.cose")
+
+    def write_diff(self, version: int, raw: bytes) -> None:
+        atomic_write(self.diff_dir / f"{version:012d}.cose", raw)
+
+    def remove_diffs(self, versions: list[int]) -> None:
+        for v in versions:
+            with contextlib.suppress(OSError):
+                (self.diff_dir / f"{v:012d}.cose").unlink()
+        _fsync_dir(self.diff_dir)
+
+    def clear_diffs(self) -> None:
+        self.remove_diffs(self.diff_versions())
+
+    # -- an interrupted snapshot download ------------------------------------------------
+    def read_partial(self) -> bytes:
+        return self._read(self.partial_path) or b""
+
+    def append_partial(self, data: bytes, *, reset: bool = False) -> None:
+        mode = "wb" if reset else "ab"
+        with open(self.partial_path, mode) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def clear_partial(self) -> None:
+        with contextlib.suppress(OSError):
+            self.partial_path.unlink()
+
+    # -- meta ----------------------------------------------------------------------------
+    def read_meta(self) -> dict[str, Any]:
+        raw = self._read(self.meta_path)
+        if not raw:
+            return {}
+        try:
+            meta = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            log.warning("event=state_meta_corrupt path=%s detail=starting without ETags", self.meta_path)
+            return {}
+        return meta if isinstance(meta, dict) else {}
+
+    def write_meta(self, meta: dict[str, Any]) -> None:
+        atomic_write(self.meta_path, json.dumps(meta, sort_keys=True).encode("utf-8"))
