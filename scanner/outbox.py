@@ -1,0 +1,252 @@
+"""The delivery side of the outbox: what is pending, marking delivered, dead letters, pruning,
+status. Every function takes its own short-lived connection (store.connect), so no reader
+holds a transaction across network I/O and a checkpoint is never starved (RECORDS 2.3).
+
+Delivery is a single mark shared by push and pull: every seq <= the largest
+`deliveries.upto_seq` has been delivered (accepted, duplicate, exported, or dead-lettered).
+Marking a batch writes one small row, not every delivered row, and fetching the next batch
+is a range scan on the primary key: both O(log n) whatever the backlog (RECORDS 6.5).
+
+Disk policy (RECORDS 6.6), run by the maintenance thread:
+1. delivered rows older than `retention_s` (by delivery time) are deleted, 1000 per transaction;
+2. when used pages reach 95% of `max_bytes`, delivered rows go oldest first regardless of
+   retention, down to 90%;
+3. undelivered rows are never deleted. If they alone fill the file, the capture connection's
+   `max_page_count` makes `record()` fail and the lane shows FAULT (store.py).
+Free pages are returned to the file system with `incremental_vacuum` when they exceed a
+quarter of the file; otherwise new rows reuse them (fewer writes on the SD card).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scanner.store import connect, select_rows
+
+PRUNE_CHUNK = 1000
+ALARM_RATIO = 0.80
+PURGE_RATIO = 0.95
+PURGE_TARGET_RATIO = 0.90
+_CURSOR_RE = re.compile(r"^([0-9a-f]{1,32})\.([0-9]{1,18})$")
+
+
+class CursorError(ValueError):
+    pass
+
+
+def outbox_id(conn: sqlite3.Connection) -> str:
+    r = conn.execute("SELECT value FROM meta WHERE key='outbox_id'").fetchone()
+    return str(r[0]) if r else "0"
+
+
+def encode_cursor(oid: str, seq: int) -> str:
+    """Opaque to clients: `<outbox id>.<seq>`. The id changes when a corrupt outbox is
+    replaced, so a puller's old cursor is recognised instead of silently skipping rows."""
+    return f"{oid}.{seq}"
+
+
+def decode_cursor(cursor: str | None, oid: str) -> tuple[int, bool]:
+    """-> (seq, reset). An empty cursor is the start; a cursor from another outbox (replaced
+    after corruption) restarts at 0 with reset=True."""
+    if not cursor:
+        return 0, False
+    m = _CURSOR_RE.match(cursor)
+    if not m:
+        raise CursorError("cursor must be the next_cursor value of a previous response")
+    if m.group(1) != oid:
+        return 0, True
+    return int(m.group(2)), False
+
+
+def delivered_upto(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT coalesce(max(upto_seq), 0) FROM deliveries").fetchone()[0])
+
+
+def pending(conn: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
+    """The oldest undelivered records, in seq order. One short read transaction."""
+    conn.execute("BEGIN")
+    try:
+        return select_rows(conn, delivered_upto(conn), limit)
+    finally:
+        conn.execute("COMMIT")
+
+
+def rows_after(conn: sqlite3.Connection, after_seq: int, limit: int) -> tuple[list[dict[str, Any]], bool]:
+    """Retained records after a seq (pull API): -> (rows, has_more)."""
+    conn.execute("BEGIN")
+    try:
+        rows = select_rows(conn, after_seq, limit + 1)
+    finally:
+        conn.execute("COMMIT")
+    return rows[:limit], len(rows) > limit
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    seq: int
+    record_id: str
+    reason: str
+
+
+def mark_delivered(conn: sqlite3.Connection, upto: int, via: str, dead: Iterable[DeadLetter] = (),
+                   now: float | None = None) -> int:
+    """Everything up to `upto` is delivered; `dead` records were refused by the server and are
+    copied to dead_letters with the reason. Idempotent: an older or equal mark is a no-op.
+    `upto` is clamped to the largest seq that exists, so a forged cursor cannot pre-deliver
+    future records. Returns the mark in force afterwards."""
+    now = time.time() if now is None else now
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        current = delivered_upto(conn)
+        top = conn.execute("SELECT coalesce(max(seq), 0) FROM passages").fetchone()[0]
+        upto = min(upto, top)
+        if upto > current:
+            for d in dead:
+                cur = conn.execute("SELECT * FROM passages WHERE seq = ?", (d.seq,))
+                names = [c[0] for c in cur.description]
+                row = cur.fetchone()
+                rec = json.dumps(dict(zip(names, row, strict=True)), ensure_ascii=False) if row else "{}"
+                conn.execute("INSERT OR IGNORE INTO dead_letters VALUES (?, ?, ?, ?, ?)",
+                             (d.seq, d.record_id, d.reason[:500], now, rec))
+            conn.execute("INSERT INTO deliveries VALUES (?, ?, ?)", (upto, now, via))
+            current = upto
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return current
+
+
+@dataclass
+class PruneResult:
+    deleted: int = 0
+    vacuumed_pages: int = 0
+    used_ratio: float = 0.0
+
+
+def _pages(conn: sqlite3.Connection) -> tuple[int, int, int]:
+    q = conn.execute
+    return q("PRAGMA page_count").fetchone()[0], q("PRAGMA freelist_count").fetchone()[0], \
+        q("PRAGMA page_size").fetchone()[0]
+
+
+def used_ratio(conn: sqlite3.Connection, max_bytes: int) -> float:
+    if max_bytes <= 0:
+        return 0.0
+    count, free, size = _pages(conn)
+    return (count - free) * size / max_bytes
+
+
+def _delete_upto(conn: sqlite3.Connection, upto: int) -> int:
+    """Delete delivered rows with seq <= upto, at most PRUNE_CHUNK in one transaction; the seq
+    floor is raised first so a seq is never handed out twice."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        top = conn.execute("SELECT coalesce(max(seq), 0) FROM passages").fetchone()[0]
+        conn.execute("UPDATE meta SET value = max(CAST(value AS INTEGER), ?) WHERE key = 'next_seq'", (top + 1,))
+        n = conn.execute("DELETE FROM passages WHERE seq IN (SELECT seq FROM passages WHERE seq <= ? "
+                         "ORDER BY seq LIMIT ?)", (upto, PRUNE_CHUNK)).rowcount
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return int(n)
+
+
+def prune(conn: sqlite3.Connection, *, retention_s: float, max_bytes: int, now: float | None = None) -> PruneResult:
+    now = time.time() if now is None else now
+    res = PruneResult()
+    mark = delivered_upto(conn)
+    r = conn.execute("SELECT max(upto_seq) FROM deliveries WHERE at <= ?", (now - retention_s,)).fetchone()[0]
+    old_enough = min(int(r or 0), mark)
+    while old_enough and (n := _delete_upto(conn, old_enough)):
+        res.deleted += n
+    if max_bytes > 0 and used_ratio(conn, max_bytes) >= PURGE_RATIO:
+        while used_ratio(conn, max_bytes) >= PURGE_TARGET_RATIO and (n := _delete_upto(conn, mark)):
+            res.deleted += n
+    if res.deleted:
+        conn.execute("DELETE FROM deliveries WHERE upto_seq < ? AND at <= ?", (mark, now - retention_s))
+    count, free, _ = _pages(conn)
+    if free and free * 4 >= count:
+        conn.execute("PRAGMA incremental_vacuum")
+        res.vacuumed_pages = free
+    res.used_ratio = used_ratio(conn, max_bytes)
+    return res
+
+
+def checkpoint(conn: sqlite3.Connection) -> tuple[int, int, int]:
+    """TRUNCATE checkpoint: copies the WAL into the db and empties the -wal file. Run when idle;
+    returns (busy, wal frames, checkpointed frames)."""
+    r = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    return int(r[0]), int(r[1]), int(r[2])
+
+
+def file_bytes(path: str | Path) -> tuple[int, int]:
+    def size(p: str) -> int:
+        try:
+            return os.path.getsize(p)
+        except OSError:
+            return 0
+
+    return size(str(path)), size(f"{path}-wal")
+
+
+def status(conn: sqlite3.Connection, path: str | Path, max_bytes: int = 0) -> dict[str, Any]:
+    """Everything `queue status` and /metrics report, in one short read transaction."""
+    q = conn.execute
+    conn.execute("BEGIN")
+    try:
+        mark = delivered_upto(conn)
+        total, top = q("SELECT count(*), coalesce(max(seq), 0) FROM passages").fetchone()
+        pend = q("SELECT count(*) FROM passages WHERE seq > ?", (mark,)).fetchone()[0]
+        oldest = q("SELECT seq, ts_utc FROM passages WHERE seq > ? ORDER BY seq LIMIT 1", (mark,)).fetchone()
+        last = q("SELECT at, via FROM deliveries ORDER BY upto_seq DESC LIMIT 1").fetchone()
+        dead = q("SELECT count(*) FROM dead_letters").fetchone()[0]
+        meta = dict(q("SELECT key, value FROM meta").fetchall())
+        count, free, size = _pages(conn)
+    finally:
+        conn.execute("COMMIT")
+    db_b, wal_b = file_bytes(path)
+    oldest_age = None
+    if oldest:
+        from datetime import datetime
+
+        try:
+            oldest_age = max(0.0, time.time() - datetime.fromisoformat(oldest[1]).timestamp())
+        except ValueError:
+            oldest_age = None
+    return {
+        "path": str(path), "outbox_id": meta.get("outbox_id", "0"), "records": total, "max_seq": top,
+        "pending": pend, "delivered_upto": mark, "dead_letters": dead,
+        "oldest_pending_seq": oldest[0] if oldest else None, "oldest_pending_ts": oldest[1] if oldest else None,
+        "oldest_pending_age_s": oldest_age,
+        "last_delivery_at": last[0] if last else None, "last_delivery_via": last[1] if last else None,
+        "db_bytes": db_b, "wal_bytes": wal_b, "used_bytes": (count - free) * size, "free_pages": free,
+        "max_bytes": max_bytes, "used_ratio": (count - free) * size / max_bytes if max_bytes else 0.0,
+        "recovered_from": meta.get("recovered_from"),
+        "recovered_at": float(meta["recovered_at"]) if meta.get("recovered_at") else None,
+    }
+
+
+def queue_health(db_path: str | Path) -> dict[str, Any]:
+    """Queue depth and last delivery for a status page, on a read-only connection of its own."""
+    try:
+        conn = connect(db_path, readonly=True)
+        try:
+            st = status(conn, db_path)
+        finally:
+            conn.close()
+    except (sqlite3.Error, OSError) as e:
+        return {"queue_depth": None, "last_delivery": None, "store_error": str(e)}
+    return {"queue_depth": st["pending"], "last_delivery": st["last_delivery_at"],
+            "oldest_unsent_age_s": st["oldest_pending_age_s"], "dead_letters": st["dead_letters"]}
