@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 _LIST_HINT = "list devices with 'v4l2-ctl --list-devices'"
 _VIDEO_NODE = re.compile(r"^/dev/video(\d+)$")
+READ_TIMEOUT_MS = 2000
 
 
 class OpenCVCamera:
@@ -75,6 +76,11 @@ class OpenCVCamera:
         cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
         cap.set(cv2.CAP_PROP_FPS, self.fps)
         cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        # bound a blocking read (V4L2's own select() timeout is 10 s) where the backend honours it;
+        # the capture thread shows FAULT after 2 s without a frame either way
+        timeout_prop = getattr(cv2, "CAP_PROP_READ_TIMEOUT_MSEC", None)  # OpenCV >= 4.6
+        if timeout_prop is not None:
+            cap.set(timeout_prop, READ_TIMEOUT_MS)
         got = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
                cap.get(cv2.CAP_PROP_FPS), _fourcc_str(cap.get(cv2.CAP_PROP_FOURCC)))
         if got[:2] != (self.width, self.height) or got[3] != self.fourcc:

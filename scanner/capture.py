@@ -1,7 +1,14 @@
 """The capture thread: the scan loop only ever sees the newest frame.
 
-A camera that errors is closed and reopened with back-off (0.5 s doubling to 10 s); one that
-delivers nothing for STALL_S is reported as a fault (FAULT on the lights) until frames return.
+Failure handling (HARDWARE.md section 4.1):
+- a camera that raises (unplugged, EIO, cannot open) is closed and reopened with back-off
+  (0.5 s doubling to 10 s) until it returns;
+- a camera that delivers nothing is a FAULT as soon as the newest frame is older than STALL_S,
+  whether `read()` keeps returning None or is blocked inside the driver: `fault` is computed from
+  the frame age when it is asked, so the lights show FAULT within STALL_S even while a V4L2
+  read waits out its own timeout. A read that returns None for STALL_S gets the camera closed
+  and reopened with the same back-off.
+- when frames flow again the fault clears and the back-off resets.
 """
 
 from __future__ import annotations
@@ -9,69 +16,92 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from drivers.base import Camera, CameraError, Frame
 
 log = logging.getLogger("scanner.capture")
 
 STALL_S = 2.0
+BACKOFF_MIN_S = 0.5
+BACKOFF_MAX_S = 10.0
 
 
 class CaptureThread(threading.Thread):
     """Keeps only the newest frame and its monotonic time: the scan loop never decodes a
     backlog. A camera that errors or stalls is closed and reopened with back-off."""
 
-    def __init__(self, camera: Camera, stop: threading.Event, idle_sleep_s: float = 0.005) -> None:
+    def __init__(self, camera: Camera, stop: threading.Event, idle_sleep_s: float = 0.005, *,
+                 stall_s: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(name="capture", daemon=True)
         self.camera = camera
         self._stop_evt = stop
         self._lock = threading.Lock()
         self._frame: Frame | None = None
         self._seq = 0
-        self.last_frame_mono = time.monotonic()
-        self.heartbeat = time.monotonic()
-        self.fault: str | None = None
+        self._clock = clock
+        self.stall_s = STALL_S if stall_s is None else stall_s
+        self.last_frame_mono = clock()  # a camera that never delivers is a stall too
+        self.heartbeat = clock()
+        self._error: str | None = None
+        self._stall_logged = False
         self.reopens = 0
         self._idle = idle_sleep_s
+
+    @property
+    def fault(self) -> str | None:
+        """Why the camera is not delivering, or None. Read by the lane for FAULT."""
+        if self._error:
+            return self._error
+        age = self._clock() - self.last_frame_mono
+        if age > self.stall_s:
+            return f"no frame for {age:.0f} s: check the camera cable and 'dmesg' (reopening)"
+        return None
 
     def newest(self) -> tuple[int, Frame | None]:
         with self._lock:
             return self._seq, self._frame
 
+    def _fail(self, message: str, backoff: float) -> float:
+        """Close, count, wait `backoff` (or until stop) and return the next back-off."""
+        self._close_quietly()
+        self.reopens += 1
+        log.error("event=camera_fault error=%r retry_in_s=%.1f", message, backoff)
+        self._stop_evt.wait(backoff)
+        return min(backoff * 2, BACKOFF_MAX_S)
+
     def run(self) -> None:
-        backoff = 0.5
+        backoff = BACKOFF_MIN_S
         opened = False
+        opened_at = self._clock()
         while not self._stop_evt.is_set():
-            self.heartbeat = time.monotonic()
+            self.heartbeat = self._clock()
             try:
                 if not opened:
                     self.camera.open()
-                    opened = True
-                    if self.fault:
-                        log.info("event=camera_recovered reopens=%d", self.reopens)
-                    self.fault = None
-                    backoff = 0.5
-                    self.last_frame_mono = time.monotonic()
+                    opened, opened_at = True, self._clock()
                 frame = self.camera.read()
             except (CameraError, OSError) as e:
-                self.fault = str(e)
-                log.error("event=camera_fault error=%r retry_in_s=%.1f", str(e), backoff)
-                self._close_quietly()
+                self._error = str(e)
                 opened = False
-                self.reopens += 1
-                self._stop_evt.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
+                backoff = self._fail(str(e), backoff)
                 continue
-            now = time.monotonic()
+            now = self._clock()
             if frame is None:
-                if now - self.last_frame_mono > STALL_S and not self.fault:
-                    self.fault = f"no frame for {STALL_S:.0f} s: check the camera cable"
-                    log.error("event=camera_stalled")
-                self._stop_evt.wait(self._idle)
+                if now - max(self.last_frame_mono, opened_at) > self.stall_s:
+                    if not self._stall_logged:
+                        log.error("event=camera_stalled no_frame_s=%.1f", now - self.last_frame_mono)
+                        self._stall_logged = True
+                    opened = False
+                    backoff = self._fail(f"no frame for {self.stall_s:.0f} s", backoff)
+                else:
+                    self._stop_evt.wait(self._idle)
                 continue
-            if self.fault and self.fault.startswith("no frame"):
-                self.fault = None
-                log.info("event=camera_recovered")
+            if self._error or self._stall_logged or now - self.last_frame_mono > self.stall_s:
+                log.info("event=camera_recovered reopens=%d", self.reopens)
+            self._error = None
+            self._stall_logged = False
+            backoff = BACKOFF_MIN_S
             self.last_frame_mono = now
             with self._lock:
                 self._seq += 1

@@ -1,24 +1,22 @@
-"""Camera frame -> QR payloads as exact BYTES, plus de-duplication across frames.
+"""Camera frame -> QR payloads as exact BYTES; de-duplication, motion gating and exposure hints.
 
-Why not plain `pyzbar.decode`:
-- zbar guesses a text encoding for byte-mode data without an ECI header (Shift-JIS, Latin-1,
-  Big5, UTF-8, in that order of preference) and hands back its UTF-8 re-encoding. UTF-8 Chinese
-  text such as "北京市朝阳区" or "健康" is also valid Shift-JIS, so it comes back as mojibake
-  ("蛹嶺ｺｬ..."), and binary payloads (CBOR/COSE) are inflated byte by byte (pyzbar #14/#55,
-  zbar #55/#212). A signature over the payload can then never verify.
-- zbar >= 0.23.1 has `ZBAR_CFG_BINARY` (QR only): no guessing, the bytes as they are in the
-  symbol. pyzbar 0.1.9 does not expose it (its PR #82 was never merged), so `_scan_binary`
-  drives the same libzbar through pyzbar's ctypes wrapper and sets it. Verified with the
-  installed libzbar0 0.23.92: Chinese UTF-8, Latin-1 and random bytes come back exactly.
-- On an older zbar (Raspberry Pi OS Buster ships 0.22) setting the option is refused (returns
-  1); we then fall back to `pyzbar.decode` + `_undo_zbar_charset`, the known Shift-JIS/Big5
-  round-trip workaround. It repairs UTF-8 text but cannot restore arbitrary binary data: keep
-  credential payloads ASCII (Base45) so both paths give identical bytes.
-  One difference to know: with BINARY, text a generator put in Kanji mode or as Latin-1 comes
-  back in that encoding (Shift-JIS / Latin-1 bytes), not as UTF-8; segments with an ECI header
-  are still converted to UTF-8 by zbar.
+Contract: `decode_frame(frame) -> list[DecodedCode]`, `frame` a uint8 gray (H x W) or BGR/BGRA
+image; each `DecodedCode` has `data: bytes` (exactly the bytes in the symbol, no charset guess)
+and `text: str | None` (UTF-8 text, or the decoder's reading of a Kanji/Latin-1 text symbol,
+None for binary data). `payload` is kept as an alias of `data`.
 
-Also: pyzbar uses only channel 0 (blue) of a 3-channel array, so we convert to gray ourselves.
+Decoders (decode_engines.py): zxing-cpp when installed, zbar (pyzbar + ZBAR_CFG_BINARY) always
+supported. Both feed one ladder (decode_ladder.py) under a per-frame time budget: a whole-frame
+pass, then regions that look like codes, enlarged and contrast-stretched, then sharpened or
+smoothed, then the other decoder. Why each step: see decode_ladder.py and scripts/bench_decode.py.
+
+In the lane, `Decoder.new_codes` adds:
+- de-duplication: a payload seen in the previous frame, or within `dedup_window_s` of its last
+  sighting, is not new (a person holds the phone in view for many frames);
+- motion gating: a frame that differs too little from the last decoded one, when that one held
+  no code, is not decoded at all (an idle lane then costs about one decode per `gate_max_skip_s`);
+- presentation hints: a scene that stays too dark, saturated (glare) or shows a code-like region
+  too faint to read sets `Decoder.hint` (for the kiosk) and logs it, at most once a minute.
 Payloads are never logged; `payload_tag` gives a short SHA-256 prefix for logs.
 """
 
@@ -27,46 +25,47 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
-from ctypes import string_at
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
 import cv2
 import numpy as np
-from pyzbar import pyzbar
-from pyzbar.locations import convex_hull
-from pyzbar.wrapper import (
-    ZBarConfig,
-    ZBarSymbol,
-    zbar_image_create,
-    zbar_image_destroy,
-    zbar_image_first_symbol,
-    zbar_image_scanner_create,
-    zbar_image_scanner_destroy,
-    zbar_image_scanner_set_config,
-    zbar_image_set_data,
-    zbar_image_set_format,
-    zbar_image_set_size,
-    zbar_scan_image,
-    zbar_symbol_get_data,
-    zbar_symbol_get_data_length,
-    zbar_symbol_get_loc_size,
-    zbar_symbol_get_loc_x,
-    zbar_symbol_get_loc_y,
-    zbar_symbol_next,
+from pyzbar.wrapper import ZBarSymbol
+
+from scanner.decode_engines import (
+    Polygon,
+    ZbarEngine,
+    ZxingEngine,
+    make_engine,
+    text_of,
+    undo_zbar_charset,
+    zbar_binary_supported,
 )
+from scanner.decode_ladder import run_ladder
 
 log = logging.getLogger(__name__)
 
-ZBAR_CFG_BINARY = 4  # zbar.h enum zbar_config_e (zbar >= 0.23.1); missing from pyzbar's ZBarConfig
-_FOURCC_Y800 = 0x30303859  # fourcc('Y','8','0','0'): 8-bit gray, what pyzbar also passes
-UPSCALE_BELOW_PX = 640  # frames whose longer side is smaller get one 2x retry when nothing found
+__all__ = ["DecodedCode", "Decoder", "decode_frame", "frame_brightness_hint", "payload_tag", "to_gray",
+           "zbar_binary_supported", "HINT_TEXT"]
+
+_undo_zbar_charset = undo_zbar_charset  # kept for callers of the old private name
+
+DEFAULT_BUDGET_MS = 80.0  # per 640x480 frame; a few ms on a desktop core, tens of ms on a Pi 4
 DARK_MEAN = 40.0  # mean gray level below which the scene is too dark to decode reliably
 SATURATED_SHARE = 0.5  # share of pixels >= 250 above which the exposure is blown out
-
-Polygon = tuple[tuple[int, int], ...]
+GATE_THUMB = (80, 60)  # motion gating compares 80x60 area-averaged thumbnails ...
+GATE_PIXEL_DELTA = 12  # ... a thumbnail pixel counts as changed past this many grey levels ...
+GATE_CHANGED_SHARE = 0.005  # ... and the frame as changed when this share of them did
+HINT_AFTER_S = 2.0  # a hint must hold this long before it is shown (one dark frame is no problem)
+HINT_LOG_EVERY_S = 60.0
+HINT_TEXT = {
+    "too_dark": "画面太暗：请补光或调高曝光 / too dark: add light or raise the camera exposure",
+    "saturated": "画面过曝或反光：调低曝光、避开直射光 / overexposed or glare: lower the exposure, shade the camera",
+    "low_contrast": "二维码太淡：请调亮手机屏幕 / code too faint: turn up the phone's screen brightness",
+}
 
 
 def payload_tag(payload: bytes) -> str:
@@ -76,111 +75,27 @@ def payload_tag(payload: bytes) -> str:
 
 @dataclass(frozen=True)
 class DecodedCode:
-    """One symbol found in one frame. `payload` is exactly the bytes in the symbol."""
+    """One symbol found in one frame. `data` is exactly the bytes in the symbol."""
 
-    payload: bytes = field(repr=False)
-    symbology: str
-    polygon: Polygon
-    t_mono: float
+    data: bytes = field(repr=False)
+    symbology: str = "QRCODE"
+    polygon: Polygon = ()
+    t_mono: float = 0.0
+    text: str | None = field(default=None, repr=False)  # filled from `data` when not given
+    rung: str = ""  # which ladder step read it ("frame", "region", ...): for stats, not decisions
+
+    def __post_init__(self) -> None:
+        if self.text is None:
+            object.__setattr__(self, "text", text_of(self.data))
+
+    @property
+    def payload(self) -> bytes:
+        """Alias of `data` (the name used before the decoding pipeline)."""
+        return self.data
 
     def __repr__(self) -> str:  # never show the payload, even in a traceback or debug log
-        return (f"DecodedCode(tag={payload_tag(self.payload)}, symbology={self.symbology!r}, "
-                f"len={len(self.payload)}, t_mono={self.t_mono:.3f})")
-
-
-def _undo_zbar_charset(data: bytes) -> bytes:
-    """Undo zbar's "it was Shift-JIS (or Big5)" guess on UTF-8 text.
-
-    zbar decoded the symbol's UTF-8 bytes as SJIS/Big5 and re-encoded the result as UTF-8.
-    If encoding the text back to SJIS/Big5 gives bytes that are themselves valid UTF-8 (and
-    differ), those are the original bytes. ASCII and already-correct text stay unchanged.
-    Heuristic by nature: only used when zbar cannot do BINARY.
-    """
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data
-    if text.isascii():
-        return data
-    for encoding in ("shift_jis", "big5"):
-        try:
-            raw = text.encode(encoding)
-            raw.decode("utf-8")
-        except UnicodeError:
-            continue
-        if raw != data:
-            return raw
-    return data
-
-
-@cache
-def zbar_binary_supported() -> bool:
-    """True when libzbar accepts ZBAR_CFG_BINARY for QR (>= 0.23.1). Probed once."""
-    scanner = zbar_image_scanner_create()
-    if not scanner:
-        return False
-    try:
-        return zbar_image_scanner_set_config(scanner, ZBarSymbol.QRCODE, ZBAR_CFG_BINARY, 1) == 0
-    finally:
-        zbar_image_scanner_destroy(scanner)
-
-
-def _symbol_name(kind: int) -> str:
-    try:
-        return ZBarSymbol(kind).name
-    except ValueError:
-        return f"UNKNOWN_{kind}"
-
-
-Found = list[tuple[bytes, str, Polygon]]  # (payload, symbology, polygon) per symbol
-
-
-def _scan_binary(gray: np.ndarray, symbols: Sequence[ZBarSymbol]) -> Found:
-    """pyzbar.decode's steps, plus ZBAR_CFG_BINARY. One scanner per call, like pyzbar."""
-    height, width = gray.shape
-    pixels = gray.tobytes()  # must stay referenced until zbar_scan_image returns
-    found: Found = []
-    scanner = zbar_image_scanner_create()
-    if not scanner:
-        raise MemoryError("zbar could not create an image scanner")
-    try:
-        for sym in set(ZBarSymbol).difference(symbols):
-            zbar_image_scanner_set_config(scanner, sym, ZBarConfig.CFG_ENABLE, 0)
-        for sym in symbols:
-            zbar_image_scanner_set_config(scanner, sym, ZBarConfig.CFG_ENABLE, 1)
-        if ZBarSymbol.QRCODE in symbols:
-            zbar_image_scanner_set_config(scanner, ZBarSymbol.QRCODE, ZBAR_CFG_BINARY, 1)
-        image = zbar_image_create()
-        if not image:
-            raise MemoryError("zbar could not create an image")
-        try:
-            zbar_image_set_format(image, _FOURCC_Y800)
-            zbar_image_set_size(image, width, height)
-            zbar_image_set_data(image, pixels, len(pixels), None)  # c_void_p takes bytes
-            if zbar_scan_image(scanner, image) < 0:
-                raise ValueError("zbar rejected the image format")
-            symbol = zbar_image_first_symbol(image)
-            while symbol:
-                data = string_at(zbar_symbol_get_data(symbol), zbar_symbol_get_data_length(symbol))
-                points = convex_hull(
-                    (zbar_symbol_get_loc_x(symbol, i), zbar_symbol_get_loc_y(symbol, i))
-                    for i in range(zbar_symbol_get_loc_size(symbol)))
-                polygon = tuple((int(p.x), int(p.y)) for p in points)
-                found.append((data, _symbol_name(symbol.contents.type), polygon))
-                symbol = zbar_symbol_next(symbol)
-        finally:
-            zbar_image_destroy(image)
-    finally:
-        zbar_image_scanner_destroy(scanner)
-    return found
-
-
-def _scan_fallback(gray: np.ndarray, symbols: Sequence[ZBarSymbol]) -> Found:
-    found: Found = []
-    for d in pyzbar.decode(gray, symbols=list(symbols)):
-        data = _undo_zbar_charset(d.data) if d.type == "QRCODE" else d.data
-        found.append((data, d.type, tuple((int(p.x), int(p.y)) for p in d.polygon)))
-    return found
+        return (f"DecodedCode(tag={payload_tag(self.data)}, symbology={self.symbology!r}, "
+                f"len={len(self.data)}, rung={self.rung!r}, t_mono={self.t_mono:.3f})")
 
 
 def to_gray(image: Any) -> np.ndarray:
@@ -199,33 +114,73 @@ def to_gray(image: Any) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def frame_brightness_hint(image: Any) -> str | None:
-    """Return "too_dark", "saturated" or None: tells the operator why nothing decodes.
-
-    Cheap heuristics (mean level, share of blown-out pixels); advisory only, never a verdict.
-    """
-    gray = to_gray(image)
-    if gray.size == 0:
+def _exposure_hint(gray: np.ndarray) -> str | None:
+    sample = gray[::4, ::4] if gray.size > 40_000 else gray
+    if sample.size == 0:
         return None
-    if float(gray.mean()) < DARK_MEAN:
+    if float(sample.mean()) < DARK_MEAN:
         return "too_dark"
-    if float(np.count_nonzero(gray >= 250)) / gray.size > SATURATED_SHARE:
+    if float(np.count_nonzero(sample >= 250)) / sample.size > SATURATED_SHARE:
         return "saturated"
     return None
+
+
+def frame_brightness_hint(image: Any) -> str | None:
+    """Return "too_dark", "saturated" or None: tells the operator why nothing decodes.
+    Cheap heuristics (mean level, share of blown-out pixels); advisory only, never a verdict."""
+    return _exposure_hint(to_gray(image))
+
+
+def _scaled_budget_s(budget_ms: float, gray: np.ndarray) -> float:
+    """The budget is for a 640x480 frame; a larger photo gets proportionally more, or its
+    whole-frame pass alone would use it up and the ladder would never run."""
+    return budget_ms / 1000.0 * max(1.0, gray.size / (640 * 480))
+
+
+@cache
+def _default_engines(engine: str) -> tuple[ZxingEngine | ZbarEngine, ZxingEngine | ZbarEngine | None]:
+    return _engines(engine, ("QRCODE",))
+
+
+def _engines(engine: str, symbols: tuple[str, ...]) -> tuple[ZxingEngine | ZbarEngine,
+                                                             ZxingEngine | ZbarEngine | None]:
+    primary = make_engine(engine, symbols)
+    secondary = ZbarEngine(symbols) if isinstance(primary, ZxingEngine) else None
+    return primary, secondary
+
+
+def decode_frame(frame: Any, *, budget_ms: float = DEFAULT_BUDGET_MS, engine: str = "auto",
+                 t_mono: float | None = None) -> list[DecodedCode]:
+    """Every QR code in one image (gray or BGR uint8), read by the ladder within `budget_ms`.
+    Stateless: no de-duplication, no gating (that is `Decoder.new_codes`)."""
+    gray = to_gray(frame)
+    if gray.size == 0 or min(gray.shape) < 8:
+        return []
+    primary, secondary = _default_engines(engine)
+    t = time.monotonic() if t_mono is None else t_mono
+    result = run_ladder(gray, primary, secondary, _scaled_budget_s(budget_ms, gray))
+    return [DecodedCode(h.data, h.symbology, h.polygon, t, h.text, rung) for h, rung in result.hits]
+
+
+@dataclass
+class DecoderStats:
+    frames_decoded: int = 0
+    frames_skipped: int = 0  # motion gating: unchanged frames without a code
+    out_of_time: int = 0  # frames whose ladder hit the budget
+    reads_by_rung: Counter[str] = field(default_factory=Counter)
 
 
 class Decoder:
     """Finds symbols in frames; `new_codes` reports each payload once per appearance.
 
-    De-duplication: a payload seen in the previous frame, or within `dedup_window_s` of its
-    last sighting, is not new (a person holds the phone in view for many frames; a blurred
-    frame in between must not create a second passage). Out of view for longer than the window,
-    it counts again. Keys are SHA-256 digests, so the dedup table keeps no personal data.
+    De-duplication keys are SHA-256 digests, so the table keeps no personal data. A payload
+    out of view for longer than the window counts again.
     """
 
     def __init__(self, symbols: Iterable[str] = ("QRCODE",), dedup_window_s: float = 1.5,
-                 clock: Callable[[], float] = time.monotonic, *,
-                 upscale_below_px: int = UPSCALE_BELOW_PX) -> None:
+                 clock: Callable[[], float] = time.monotonic, *, engine: str = "auto",
+                 budget_ms: float = DEFAULT_BUDGET_MS, motion_gate: bool = True,
+                 gate_max_skip_s: float = 1.0) -> None:
         names = tuple(symbols)
         unknown = [n for n in names if n not in ZBarSymbol.__members__]
         if unknown or not names:
@@ -233,43 +188,89 @@ class Decoder:
                              f"use names from {sorted(ZBarSymbol.__members__)}")
         if dedup_window_s < 0:
             raise ValueError(f"dedup_window_s must be >= 0, got {dedup_window_s}")
-        self.symbols = tuple(ZBarSymbol[n] for n in names)
+        if budget_ms <= 0:
+            raise ValueError(f"budget_ms must be > 0, got {budget_ms}")
+        self.symbols = names
         self.dedup_window_s = dedup_window_s
-        self.upscale_below_px = upscale_below_px
+        self.budget_s = budget_ms / 1000.0
+        self.motion_gate = motion_gate
+        self.gate_max_skip_s = gate_max_skip_s
         self._clock = clock
+        self.primary, self.secondary = _engines(engine, names)
+        self.engine = self.primary.name
+        self.raw_bytes = self.primary.raw_bytes
+        self.stats = DecoderStats()
+        self.hint: str | None = None  # shown on the kiosk: see HINT_TEXT
         self._last_seen: dict[bytes, float] = {}
         self._in_view: set[bytes] = set()
-        self.raw_bytes = zbar_binary_supported()
-        self._scan = _scan_binary if self.raw_bytes else _scan_fallback
-        log.info("zbar %s", "returns raw bytes (ZBAR_CFG_BINARY)" if self.raw_bytes else
-                 "lacks ZBAR_CFG_BINARY: using the charset workaround; keep payloads ASCII")
+        self._gate_ref: np.ndarray | None = None
+        self._gate_ref_t = 0.0
+        self._gate_ref_had_code = True
+        self._hint_candidate: str | None = None
+        self._hint_since = 0.0
+        self._hint_logged: dict[str, float] = {}
+        log.info("decoder engine=%s fallback=%s raw_bytes=%s budget_ms=%.0f motion_gate=%s", self.engine,
+                 self.secondary.name if self.secondary else None, self.raw_bytes, budget_ms, motion_gate)
+        if not self.raw_bytes:
+            log.warning("zbar lacks ZBAR_CFG_BINARY: using the charset workaround; keep payloads ASCII, "
+                        "or pip install zxing-cpp")
+
+    def _decode_gray(self, gray: np.ndarray, t: float) -> tuple[list[DecodedCode], bool]:
+        result = run_ladder(gray, self.primary, self.secondary, _scaled_budget_s(self.budget_s * 1000.0, gray))
+        self.stats.frames_decoded += 1
+        self.stats.out_of_time += result.out_of_time
+        codes = [DecodedCode(h.data, h.symbology, h.polygon, t, h.text, rung) for h, rung in result.hits]
+        for c in codes:
+            self.stats.reads_by_rung[c.rung] += 1
+        return codes, result.low_contrast
 
     def decode(self, image: Any, t_mono: float | None = None) -> list[DecodedCode]:
-        """All symbols in `image`; one cheap 2x (bicubic) retry for small frames."""
+        """All symbols in `image` (no gating, no de-duplication)."""
         t = self._clock() if t_mono is None else t_mono
         gray = to_gray(image)
-        if gray.size == 0:
+        if gray.size == 0 or min(gray.shape) < 8:
             return []
-        found = self._scan(gray, self.symbols)
-        if not found and max(gray.shape) < self.upscale_below_px:
-            big = cv2.resize(gray, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
-            found = [(data, kind, tuple((x // 2, y // 2) for x, y in poly))
-                     for data, kind, poly in self._scan(big, self.symbols)]
-        return [DecodedCode(data, kind, poly, t) for data, kind, poly in found]
+        return self._decode_gray(gray, t)[0]
+
+    # -- the lane's entry point ----------------------------------------------------------
+    def _unchanged(self, gray: np.ndarray, t: float) -> bool:
+        """True when this frame may be skipped (see the module docstring). Updates nothing."""
+        if not self.motion_gate or self._gate_ref is None or self._gate_ref_had_code:
+            return False
+        if t - self._gate_ref_t >= self.gate_max_skip_s:
+            return False
+        thumb = cv2.resize(gray, GATE_THUMB, interpolation=cv2.INTER_AREA)
+        if thumb.shape != self._gate_ref.shape:
+            return False
+        changed = np.count_nonzero(cv2.absdiff(thumb, self._gate_ref) > GATE_PIXEL_DELTA)
+        return bool(changed < GATE_CHANGED_SHARE * thumb.size)
 
     def new_codes(self, image: Any, t_mono: float) -> list[DecodedCode]:
         """Codes in this frame that were not already in view (see the class docstring)."""
+        gray = to_gray(image)
+        if gray.size == 0 or min(gray.shape) < 8:
+            return []
+        if self._unchanged(gray, t_mono):
+            self.stats.frames_skipped += 1
+            return []
+        codes, low_contrast = self._decode_gray(gray, t_mono)
+        if self.motion_gate:
+            self._gate_ref = cv2.resize(gray, GATE_THUMB, interpolation=cv2.INTER_AREA)
+            self._gate_ref_t = t_mono
+            self._gate_ref_had_code = bool(codes)
+        self._update_hint(None if codes else (_exposure_hint(gray) or ("low_contrast" if low_contrast else None)),
+                          t_mono)
         fresh: list[DecodedCode] = []
         now_in_view: set[bytes] = set()
-        for code in self.decode(image, t_mono):
-            key = hashlib.sha256(code.payload).digest()
+        for code in codes:
+            key = hashlib.sha256(code.data).digest()
             if key in now_in_view:
                 continue
             now_in_view.add(key)
             last = self._last_seen.get(key)
             if last is None or (key not in self._in_view and t_mono - last > self.dedup_window_s):
                 fresh.append(code)
-                log.debug("new code %s", payload_tag(code.payload))
+                log.debug("new code %s rung=%s", payload_tag(code.data), code.rung)
             self._last_seen[key] = t_mono
         self._in_view = now_in_view
         for key, seen in list(self._last_seen.items()):
@@ -277,7 +278,24 @@ class Decoder:
                 del self._last_seen[key]
         return fresh
 
+    def _update_hint(self, hint: str | None, t: float) -> None:
+        if hint != self._hint_candidate:
+            self._hint_candidate, self._hint_since = hint, t
+        shown = hint if hint is not None and t - self._hint_since >= HINT_AFTER_S else None
+        if shown is not None and shown != self.hint:
+            last = self._hint_logged.get(shown)
+            if last is None or t - last >= HINT_LOG_EVERY_S:
+                self._hint_logged[shown] = t
+                log.warning("event=presentation_hint hint=%s text=%r", shown, HINT_TEXT[shown])
+        self.hint = shown
+
+    @property
+    def hint_text(self) -> str | None:
+        """The current hint in Chinese and English, for the kiosk screen."""
+        return HINT_TEXT[self.hint] if self.hint else None
+
     def reset(self) -> None:
         """Forget every sighting (e.g. after the lane was closed)."""
         self._last_seen.clear()
         self._in_view = set()
+        self._gate_ref = None

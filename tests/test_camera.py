@@ -40,7 +40,7 @@ def frames() -> list[np.ndarray]:
 def payloads_of(camera: ReplayCamera) -> list[bytes]:
     decoder, out = Decoder(), []
     while (frame := camera.read()) is not None:
-        out += [c.payload for c in decoder.decode(frame.image)]
+        out += [c.data for c in decoder.decode(frame.image)]
     return out
 
 
@@ -86,7 +86,7 @@ def test_replay_video_loops(tmp_path: Path, frames: list[np.ndarray]) -> None:
         for _ in range(5):
             frame = camera.read()
             assert frame is not None
-            got += [c.payload for c in decoder.decode(frame.image)]
+            got += [c.data for c in decoder.decode(frame.image)]
     assert got == [PAYLOADS[0], PAYLOADS[1], PAYLOADS[0], PAYLOADS[1], PAYLOADS[0]]
 
 
