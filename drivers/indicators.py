@@ -142,6 +142,7 @@ class GpioIndicators:
                 raise IndicatorError(f"{role}_pin and {used[_pin_label(pin)]}_pin are both "
                                      f"{_pin_label(pin)}: choose distinct pins in [indicators]")
             used[_pin_label(pin)] = role
+        self.pin_factory = pin_factory  # shared with the override button (one MockFactory in simulation)
         self._lock = threading.RLock()  # serialises show/off/close and the alternation writes
         self._alternator: GPIOThread | None = None
         self._devices: dict[str, DigitalOutputDevice] = {}

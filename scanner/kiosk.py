@@ -9,7 +9,10 @@ renderer without one would draw boxes, so `find_cjk_font` says which font it use
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -202,3 +205,68 @@ def demo_view(state: str, **kw: Any) -> KioskView:
     args = {"counts": {"PASS": 812, "DENY": 3, "HEALTH_RED": 2, "FEVER": 1, "REVIEW": 14},
             "checkpoint": "RA-G104-EXIT-3", "clock_text": "2026-11-28 08:15", **defaults.get(state, {}), **kw}
     return KioskView(state=state, **args)
+
+
+SPOKEN = {"PASS": "通行", "DENY": "禁止通行", "REVIEW": "请稍候，工作人员核验", "FAULT": "设备故障，请联系工作人员"}
+
+
+class KioskThread:
+    """Draws the monitor's state on a display a few times a second; speaks verdicts if asked.
+    A display error is logged (once a minute) and retried: the lane never waits on the screen."""
+
+    def __init__(self, monitor: Any, display: Any, stop: Any, *, fps: float = 4.0, speaker: Any = None,
+                 renderer: Renderer | None = None, clock_text: Any = None) -> None:
+        self.monitor = monitor
+        self.display = display
+        self.renderer = renderer or Renderer(getattr(display, "size", (1280, 720)))
+        self.stop = stop
+        self.period = 1.0 / fps
+        self.speaker = speaker
+        self.frames_drawn = 0
+        self.errors = 0
+        self._last_state = ""
+        self._last_error_log = -1e9
+        self._clock_text = clock_text or (lambda: time.strftime("%Y-%m-%d %H:%M"))
+        self.thread = threading.Thread(target=self._run, name="kiosk", daemon=True)
+
+    def start(self) -> KioskThread:
+        self.thread.start()
+        return self
+
+    def view(self) -> KioskView:
+        s = self.monitor.snapshot()
+        image, outlines, hint = self.monitor.preview()
+        last = s.get("last") or {}
+        shows_verdict = s["state"] in ("PASS", "DENY", "REVIEW")
+        return KioskView(
+            state=s["state"], reasons=tuple(last.get("reasons") or ()) if shows_verdict else (),
+            temperature_c=last.get("temperature_c") if shows_verdict else None,
+            prompts=tuple(s.get("prompts") or ()) if s["state"] == "READY" else (),
+            counts={"PASS": s["counts"]["passed"], "DENY": s["counts"]["denied"],
+                    "HEALTH_RED": s["counts"]["red_codes"], "FEVER": s["counts"]["fevers"],
+                    "REVIEW": s["counts"]["reviews"]},
+            checkpoint=s["checkpoint_id"], fault="; ".join(s["faults"]), hint=hint, preview=image,
+            outlines=outlines, clock_text=self._clock_text())
+
+    def draw_once(self) -> None:
+        view = self.view()
+        if view.state != self._last_state:
+            if self.speaker is not None and view.state in SPOKEN:
+                self.speaker.say(SPOKEN[view.state])
+            self._last_state = view.state
+        img, _ = self.renderer.render(view)
+        self.display.show(img)
+        self.frames_drawn += 1
+
+    def _run(self) -> None:
+        log = logging.getLogger("scanner.kiosk")
+        while not self.stop.is_set():
+            t0 = time.monotonic()
+            try:
+                self.draw_once()
+            except Exception as e:  # noqa: BLE001 - the screen must never take the lane down
+                self.errors += 1
+                if t0 - self._last_error_log > 60:
+                    log.error("event=kiosk_draw_failed error=%r", str(e))
+                    self._last_error_log = t0
+            self.stop.wait(max(0.0, self.period - (time.monotonic() - t0)))

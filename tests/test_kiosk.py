@@ -82,3 +82,79 @@ def test_render_cli_writes_png(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "scanner.cli", "kiosk", "--render", "PASS", "--size", "big",
                           "--out", str(out)], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 1 and "fix: e.g. --size 1280x720" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# -- live kiosk: the lane's state on a display ---------------------------------------------
+
+def fake_framebuffer(tmp_path: Path, w: int, h: int, bpp: int, stride: int | None = None) -> tuple[Path, Path]:
+    sysfs = tmp_path / "sys"
+    sysfs.mkdir()
+    (sysfs / "virtual_size").write_text(f"{w},{h}\n")
+    (sysfs / "bits_per_pixel").write_text(f"{bpp}\n")
+    stride = stride or w * bpp // 8
+    (sysfs / "stride").write_text(f"{stride}\n")
+    dev = tmp_path / "fb0"
+    dev.write_bytes(b"\0" * stride * h)
+    return dev, sysfs
+
+
+@pytest.mark.parametrize("bpp,stride_pad", [(32, 0), (16, 0), (16, 64)])
+def test_framebuffer_gets_the_right_pixels(tmp_path: Path, bpp: int, stride_pad: int) -> None:
+    from drivers.display import FramebufferDisplay
+
+    w, h = 64, 48
+    stride = w * bpp // 8 + stride_pad
+    dev, sysfs = fake_framebuffer(tmp_path, w, h, bpp, stride)
+    fb = FramebufferDisplay(str(dev), str(sysfs))
+    img = Image.new("RGB", (w, h), (198, 40, 40))  # DENY red
+    img.putpixel((5, 7), (27, 135, 63))
+    fb.show(img)
+    raw = dev.read_bytes()
+    assert len(raw) == stride * h
+
+    def pixel(x: int, y: int) -> tuple[int, int, int]:
+        off = y * stride + x * bpp // 8
+        if bpp == 32:
+            b, g, r = raw[off], raw[off + 1], raw[off + 2]
+            return r, g, b
+        v = raw[off] | raw[off + 1] << 8
+        return (v >> 11) << 3, ((v >> 5) & 0x3F) << 2, (v & 0x1F) << 3
+
+    for (x, y), want in (((0, 0), (198, 40, 40)), ((5, 7), (27, 135, 63)), ((63, 47), (198, 40, 40))):
+        got = pixel(x, y)
+        assert all(abs(a - b) <= 8 for a, b in zip(got, want, strict=True)), (x, y, got)
+
+
+def test_missing_framebuffer_names_the_fix(tmp_path: Path) -> None:
+    from drivers.base import DriverError
+    from drivers.display import FramebufferDisplay
+
+    with pytest.raises(DriverError, match='display = "file"'):
+        FramebufferDisplay(str(tmp_path / "fb9"), str(tmp_path / "nosys"))
+
+
+@needs_cjk
+def test_kiosk_shows_the_lanes_verdict(tmp_path: Path, trust: object, codes: object) -> None:
+    from qrframes import make_frame
+    from test_lane import Harness, wait_until
+
+    from drivers.display import FileDisplay
+    from scanner.kiosk import KioskThread
+
+    out = tmp_path / "screen.png"
+    with Harness(tmp_path, trust, [make_frame(codes.hc("green"))], skin_c=34.6) as h:  # type: ignore[attr-defined]
+        display = FileDisplay(str(out), (800, 480))
+        spoken: list[str] = []
+
+        class Speaker:
+            def say(self, text: str) -> None:
+                spoken.append(text)
+
+        kiosk = KioskThread(h.lane.monitor, display, h.lane.stop_event, fps=20, speaker=Speaker()).start()
+        assert wait_until(lambda: len(h.rows) == 1)
+        assert wait_until(lambda: "通行" in spoken)
+        assert wait_until(lambda: out.exists() and banner_colour(Image.open(out)) == BANNERS["PASS"][0])
+        assert kiosk.view().temperature_c == pytest.approx(36.6, abs=0.15)
+        # after verdict_hold_s the screen asks the next person for the code again
+        assert wait_until(lambda: banner_colour(Image.open(out)) == BANNERS["READY"][0])
+        assert kiosk.errors == 0

@@ -1,0 +1,201 @@
+"""Staff side: the lane monitor's counters, overrides recorded with the staff id (from the
+status page, from the physical button), the PIN-protected HTTP API, and the page itself in a
+real headless Chromium against a running lane."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from qrframes import make_frame
+from test_lane import RELAY, Harness, wait_until
+
+from scanner import signals
+from scanner.frontends import start_frontends
+from scanner.monitor import LaneMonitor
+from scanner.staff import LOCKOUT_AFTER, StaffServer
+
+PIN = "246810"
+
+
+# -- monitor -------------------------------------------------------------------------------
+
+def test_monitor_counts_the_day_and_keeps_pending_reviews() -> None:
+    day = [datetime(2026, 11, 28, 23, 59)]
+    m = LaneMonitor("C1", "highway_exit", local_now=lambda: day[0])
+    m.on_passage({"seq": 1, "record_id": "a", "verdict": "PASS", "reasons": ("OK",)})
+    m.on_passage({"seq": 2, "record_id": "b", "verdict": "DENY", "reasons": ("HEALTH_RED", "FEVER")})
+    m.on_passage({"seq": 3, "record_id": "c", "verdict": "REVIEW", "reasons": ("UNKNOWN_SIGNER",)})
+    s = m.snapshot()
+    assert s["counts"] == {"passed": 1, "denied": 1, "red_codes": 1, "fevers": 1, "reviews": 1, "overrides": 0}
+    assert [r["seq"] for r in s["recent"]] == [3, 2, 1]
+    assert m.pending()["record_id"] == "c"
+    m.on_passage({"seq": 4, "record_id": "d", "verdict": "PASS", "reasons": ("STAFF_OVERRIDE",),
+                  "override_by": "S1", "override_of": "c"})
+    assert m.pending() is None and m.snapshot()["counts"]["overrides"] == 1
+    day[0] += timedelta(minutes=2)  # midnight: a new day's counters
+    assert m.snapshot()["counts"]["passed"] == 0
+
+
+def test_monitor_never_holds_personal_fields() -> None:
+    m = LaneMonitor()
+    m.on_passage({"seq": 1, "record_id": "a", "verdict": "PASS", "reasons": ("OK",), "masked_name": "陈*聪",
+                  "id_tail": "123X", "payload": "ZHC1:..."})
+    dump = json.dumps(m.snapshot(), ensure_ascii=False)
+    assert "陈" not in dump and "123X" not in dump and "ZHC1" not in dump
+
+
+# -- override through the lane -------------------------------------------------------------
+
+def review_lane(tmp_path: Path, trust: Any, codes: Any) -> Harness:
+    return Harness(tmp_path, trust, [make_frame(codes.hc("green"))], skin_c=None, window=1.0)
+
+
+def test_override_pass_records_staff_and_opens_the_gate(tmp_path: Path, trust: Any, codes: Any) -> None:
+    with review_lane(tmp_path, trust, codes) as h:
+        assert h.lane.request_override("PASS", "S042")["ok"] is False  # nothing pending yet
+        assert wait_until(lambda: len(h.rows) == 1)
+        orig = h.rows[0]
+        assert orig["verdict"] == "REVIEW"
+        res = h.lane.request_override("PASS", "  S042 ")
+        assert res["ok"], res
+        rows = h.store.rows()
+        assert len(rows) == 2
+        o = rows[1]
+        assert o["verdict"] == "PASS" and o["override_by"] == "S042" and o["override_verdict"] == "PASS"
+        assert o["override_of"] == orig["record_id"] and o["reasons"][0] == "STAFF_OVERRIDE"
+        assert "TEMP_UNAVAILABLE" in o["reasons"] and o["token_hash"] == orig["token_hash"]
+        assert h.lane._pattern.name == "PASS"
+        assert wait_until(lambda: h.history(RELAY).count(True) == 1)
+        assert h.lane.request_override("DENY", "S042")["ok"] is False  # already handled
+        assert h.lane.monitor.snapshot()["counts"]["overrides"] == 1
+
+
+def test_override_validates_input(tmp_path: Path, trust: Any, codes: Any) -> None:
+    with review_lane(tmp_path, trust, codes) as h:
+        assert wait_until(lambda: len(h.rows) == 1)
+        assert "staff id" in h.lane.request_override("PASS", "  ")["message"]
+        assert h.lane.request_override("MAYBE", "S1")["ok"] is False
+        res = h.lane.request_override("DENY", "S7")
+        assert res["ok"] and h.store.rows()[-1]["verdict"] == "DENY"
+        assert h.lane._pattern is signals.DENY
+
+
+def test_long_press_on_the_button_passes_the_pending_review(tmp_path: Path, trust: Any, codes: Any) -> None:
+    from dataclasses import replace
+
+    with review_lane(tmp_path, trust, codes) as h:
+        h.lane.cfg = cfg = replace(h.cfg, indicators=replace(h.cfg.indicators, override_button_pin=5,
+                                                              override_hold_s=0.5))
+        closers = start_frontends(cfg, h.lane, pin_factory=h.factory)
+        try:
+            assert wait_until(lambda: len(h.rows) == 1)
+            btn = h.factory.pin(5)
+            btn.drive_low()  # pressed (pull-up, to GND)
+            time.sleep(0.1)
+            btn.drive_high()  # a knock: nothing happens
+            time.sleep(0.8)
+            assert len(h.store.rows()) == 1
+            btn.drive_low()
+            assert wait_until(lambda: len(h.store.rows()) == 2, timeout_s=5)
+            btn.drive_high()
+            assert h.store.rows()[1]["override_by"] == "button"
+        finally:
+            for c in reversed(closers):
+                c()
+
+
+# -- HTTP -----------------------------------------------------------------------------------
+
+def call(url: str, data: dict[str, Any] | None = None, cookie: str | None = None) -> tuple[int, Any, Any]:
+    req = urllib.request.Request(url, data=json.dumps(data).encode() if data is not None else None,
+                                 headers={"Content-Type": "application/json", **({"Cookie": cookie} if cookie else {})})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, json.loads(r.read() or b"null"), r.headers
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null"), e.headers
+
+
+def test_api_needs_the_pin_locks_out_guessing_and_overrides(tmp_path: Path, trust: Any, codes: Any) -> None:
+    with review_lane(tmp_path, trust, codes) as h:
+        srv = StaffServer(h.lane, PIN, "127.0.0.1", 0).start()
+        base = f"http://127.0.0.1:{srv.port}"
+        try:
+            assert call(base + "/api/state")[0] == 401
+            assert call(base + "/api/override", {"verdict": "PASS", "staff_id": "x"})[0] == 401
+            assert call(base + "/api/login", {"pin": "000000"})[0] == 401
+            status, body, headers = call(base + "/api/login", {"pin": PIN})
+            assert status == 200 and body["ok"]
+            cookie = headers["Set-Cookie"].split(";")[0]
+            assert "HttpOnly" in headers["Set-Cookie"]
+            assert wait_until(lambda: len(h.rows) == 1)
+            status, state, _ = call(base + "/api/state", cookie=cookie)
+            assert status == 200 and state["counts"]["reviews"] == 1
+            pending = state["pending_reviews"][0]
+            assert pending["reasons"] == ["TEMP_UNAVAILABLE"]
+            status, res, _ = call(base + "/api/override", {"verdict": "PASS", "staff_id": "S9",
+                                                          "record_id": pending["record_id"]}, cookie)
+            assert status == 200 and res["ok"]
+            assert h.store.rows()[-1]["override_by"] == "S9"
+            # guessing: after LOCKOUT_AFTER wrong PINs even the right one is refused for a while
+            for _ in range(LOCKOUT_AFTER):
+                call(base + "/api/login", {"pin": "111111"})
+            status, body, _ = call(base + "/api/login", {"pin": PIN})
+            assert status == 429 and "wait" in body["message"]
+        finally:
+            srv.stop()
+
+
+# -- the page in a real browser ------------------------------------------------------------
+
+def chromium() -> Any:
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.skip("chromium and chromedriver not installed (apt: chromium chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = shutil.which("chromium")
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", "--disable-quic"):
+        opts.add_argument(arg)
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+
+
+@pytest.mark.slow
+def test_status_page_in_headless_chromium(tmp_path: Path, trust: Any, codes: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver = chromium()
+    try:
+        with review_lane(tmp_path, trust, codes) as h:
+            srv = StaffServer(h.lane, PIN, "127.0.0.1", 0).start()
+            try:
+                driver.get(f"http://127.0.0.1:{srv.port}/")
+                assert driver.find_element(By.ID, "dash").get_attribute("hidden") is not None
+                driver.find_element(By.ID, "pin").send_keys(PIN)
+                driver.find_element(By.ID, "loginbtn").click()
+                # the page updates by itself after the passage (REVIEW, no temperature)
+                assert wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, "#recent tr.row-REVIEW"))
+                assert driver.find_element(By.CSS_SELECTOR, "[data-count=reviews]").text == "1"
+                driver.find_element(By.ID, "staff").send_keys("S100")
+                driver.find_element(By.CSS_SELECTOR, ".pending button.pass").click()
+                assert wait_until(lambda: "已记录" in driver.find_element(By.ID, "msg").text)
+                assert wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, "#recent tr.row-PASS"))
+                assert driver.find_element(By.CSS_SELECTOR, "[data-count=overrides]").text == "1"
+                rows = h.store.rows()
+                assert rows[-1]["override_by"] == "S100" and rows[-1]["verdict"] == "PASS"
+                driver.save_screenshot(str(tmp_path / "staff.png"))
+            finally:
+                srv.stop()
+    finally:
+        driver.quit()
