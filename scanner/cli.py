@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 
 from scanner.errors import ConfigError, ScannerError
 
@@ -24,7 +25,7 @@ examples:
   checkpoint-scanner codes keygen keys/            anchor, signers, signed trust list
   checkpoint-scanner codes issue health --signer-dir keys/ --png code.png
   checkpoint-scanner codes verify --keys keys/ code.png
-  checkpoint-scanner decode photo.jpg              what the camera would read in a picture
+  checkpoint-scanner decode [--json] photo.jpg ... what the camera would read, one line per image
 
 Config: one TOML file; config/example.toml documents every key (unit and range).
 Verdicts: PASS 通行 (green, one beep) / DENY 禁止通行 (red, long alarm) /
@@ -45,7 +46,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from scanner import hardware
     from scanner.clock import Clock
     from scanner.config import load_config
-    from scanner.credentials import TrustStore
     from scanner.logs import setup_logging
     from scanner.notify import Notifier
     from scanner.service import Lane
@@ -58,8 +58,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from scanner.simulation import bootstrap
 
         bootstrap(cfg)
-    trust = TrustStore.load(cfg.trust.trust_list, cfg.trust.anchor_cert)
-    store = Store.open(cfg.store.path)
+    from scanner.sync import start_background, trust_sync
+    from scanner.sync.online import OnlineVerifier
+
+    trust = trust_sync.load_state(cfg)  # config list or the newer one the sync saved; status; policy
+    clock = Clock(cfg.clock.trust, offset=trust.clock_offset)
+    store = Store.open(cfg.store.path, max_bytes=cfg.store.max_size_mib << 20)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -68,21 +72,39 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # Start order: devices, then the threads beside the lane, then the front ends; stop in
+    # reverse. Every step is inside the try, so a failure stops what already runs.
+    devices = None
+    background: list[threading.Thread] = []
+    online = None
+    staff_closers: list[Callable[[], None]] = []
     try:
         devices = hardware.open_devices(cfg)
-    except OSError:
-        store.close()
-        raise
-    try:
-        lane = Lane(cfg, devices, trust, store, Clock(cfg.clock.trust),
-                    notifier=Notifier(os.environ.get("NOTIFY_SOCKET")), stop=stop)
+        background = start_background(cfg, cfg.store.path, stop, clock.trusted)  # maintenance, upload, pull API
+        background.append(trust_sync.start(cfg, trust, stop))  # trust list, status list, policy, server time
+        online = OnlineVerifier.from_config(cfg, trust.clock_offset)  # provincial codes; None without patterns
+        lane = Lane(cfg, devices, trust, store, clock,
+                    notifier=Notifier(os.environ.get("NOTIFY_SOCKET")), stop=stop, online=online)
+        from scanner.frontends import start_frontends
+
+        staff_closers = start_frontends(cfg, lane, stop)
         if args.duration:
-            threading.Timer(args.duration, stop.set).start()
+            timer = threading.Timer(args.duration, stop.set)
+            timer.daemon = True  # SIGTERM must not wait for it
+            timer.start()
         lane.run()
         log.info("event=stopped passages=%d by_verdict=%s", lane.stats.passages,
                  json.dumps(lane.stats.by_verdict))
     finally:
-        hardware.close_devices(devices)
+        stop.set()
+        for close in reversed(staff_closers):
+            close()
+        if online is not None:
+            online.close()
+        for t in background:
+            t.join(timeout=5)
+        if devices is not None:
+            hardware.close_devices(devices)
         store.close()
     return 0
 
@@ -91,25 +113,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from scanner.demo import run_demo
 
     return run_demo(workdir=args.workdir, verbose=args.verbose)
-
-
-def _cmd_decode(args: argparse.Namespace) -> int:
-    import cv2
-
-    from scanner.decode import Decoder
-    from scanner.service import payload_key
-
-    img = cv2.imread(args.image, cv2.IMREAD_GRAYSCALE)
-    if img is None:
-        raise ScannerError(f"cannot read image {args.image}; fix: give a PNG or JPEG file path")
-    codes = Decoder().decode(img)
-    if not codes:
-        print("no code found / 未识别到二维码")
-        return 1
-    for c in codes:
-        prefix = c.payload[:5].decode("ascii", "replace")
-        print(f"code hash={payload_key(c.payload)} bytes={len(c.payload)} starts={prefix!r}")
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,14 +143,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("config", help="TOML config file")
     c.set_defaults(func=_cmd_check_config)
 
-    dc = sub.add_parser("decode", help="read the QR codes in an image (prints hashes, never contents)")
-    dc.add_argument("image", help="PNG or JPEG file")
-    dc.set_defaults(func=_cmd_decode)
+    from scanner import cli_decode
+
+    cli_decode.add_parser(sub)
 
     from scanner import cli_codes, cli_kiosk
 
     cli_codes.add_parser(sub)
     cli_kiosk.add_parser(sub)
+    from scanner import cli_queue
+
+    cli_queue.add_parser(sub)
+    from scanner import cli_calibrate, cli_selftest
+
+    cli_calibrate.add_parser(sub)
+    cli_selftest.add_parser(sub)
     return p
 
 

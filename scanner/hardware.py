@@ -22,9 +22,14 @@ log = logging.getLogger(__name__)
 class ReopeningThermometer:
     """Wraps a thermometer factory: if the sensor cannot be opened (bus missing, chip not
     answering) every read fails with the reason, and opening is retried with back-off, so a
-    kiosk recovers by itself when the cable is pushed back in."""
+    kiosk recovers by itself when the cable is pushed back in.
 
-    def __init__(self, factory: Callable[[], Thermometer], monotonic: Callable[[], float] = time.monotonic) -> None:
+    Only opening: once open, a sensor that goes away is the driver's business (MLX90614
+    reopens its own bus with back-off and re-settles after it answers again), so its failure
+    counts and start-up state survive an outage instead of being rebuilt per read."""
+
+    def __init__(self, factory: Callable[[], Thermometer], monotonic: Callable[[], float] = time.monotonic,
+                 background: bool = True) -> None:
         self._factory = factory
         self._dev: Thermometer | None = None
         self._next_try = 0.0
@@ -32,22 +37,44 @@ class ReopeningThermometer:
         self._error = "not opened yet"
         self._clock = monotonic
         self._lock = threading.Lock()
+        self._background = background
+        self._opener: threading.Thread | None = None
+        self._closed = False
+
+    def _open(self) -> None:
+        """One attempt. The MLX90614 start-up (power-on wait, reads, retries) takes ~350 ms, so the
+        lane runs it on a thread of its own: the scan loop keeps reading codes meanwhile."""
+        try:
+            dev = self._factory()
+        except OSError as e:
+            with self._lock:
+                self._error = str(e)
+                self._next_try = self._clock() + self._backoff
+                self._backoff = min(self._backoff * 2, 30.0)
+            return
+        with self._lock:
+            if self._closed:
+                dev.close()
+                return
+            self._dev = dev
+            self._backoff = 1.0
+        log.info("event=thermometer_opened")
 
     def _get(self) -> Thermometer:
         with self._lock:
             if self._dev is not None:
                 return self._dev
-            now = self._clock()
-            if now >= self._next_try:
-                try:
-                    self._dev = self._factory()
-                    self._backoff = 1.0
-                    log.info("event=thermometer_opened")
+            busy = self._opener is not None and self._opener.is_alive()
+            due = not busy and not self._closed and self._clock() >= self._next_try
+            if due and self._background:
+                self._opener = threading.Thread(target=self._open, name="thermometer-open", daemon=True)
+                self._opener.start()
+        if due and not self._background:
+            self._open()
+            with self._lock:
+                if self._dev is not None:
                     return self._dev
-                except OSError as e:
-                    self._error = str(e)
-                    self._next_try = now + self._backoff
-                    self._backoff = min(self._backoff * 2, 30.0)
+        with self._lock:
             raise SensorError(self._error)
 
     def _call(self, name: str) -> float:
@@ -67,9 +94,13 @@ class ReopeningThermometer:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
+            opener = self._opener
             if self._dev is not None:
                 self._dev.close()
                 self._dev = None
+        if opener is not None:
+            opener.join(timeout=2)
 
 
 def make_camera(cfg: Config, frames: Any = None) -> Any:
@@ -78,6 +109,10 @@ def make_camera(cfg: Config, frames: Any = None) -> Any:
         from drivers.camera_opencv import OpenCVCamera
 
         return OpenCVCamera(cam.device, width=cam.width, height=cam.height, fps=cam.fps)
+    if cam.source == "picamera2":  # picamera2 itself is imported when the camera opens
+        from drivers.camera_picamera2 import Picamera2Camera
+
+        return Picamera2Camera(cam.csi_index, width=cam.width, height=cam.height, fps=cam.fps)
     from drivers.camera_replay import ReplayCamera
 
     return ReplayCamera(frames if frames is not None else cam.replay_path, fps=cam.replay_fps,
@@ -91,7 +126,11 @@ def make_thermometer(cfg: Config) -> Thermometer:
 
         def open_chip() -> Thermometer:
             chip = MLX90614.from_bus_number(th.i2c_bus, address=th.address)
-            chip.startup_report()
+            try:
+                chip.startup_report()
+            except OSError:
+                chip.close()  # the next try opens a fresh bus; never leak the fd
+                raise
             return chip
 
         return ReopeningThermometer(open_chip)

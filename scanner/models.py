@@ -101,7 +101,10 @@ class PassageRecord:
     residence_village: str | None = None
     residence_grid: str | None = None
     trust_version: int | None = None
+    status_version: int | None = None
+    policy_version: int | None = None
     override_by: str | None = None
     override_verdict: str | None = None
+    override_of: str | None = None  # record_id of the REVIEW that staff overruled
     latency_ms: float | None = None
     extra: dict[str, str] = field(default_factory=dict)

@@ -34,6 +34,9 @@ PAGE = (Path(__file__).parent / "staff_page.html")
 
 
 def load_pin(path: str) -> str:
+    if path.startswith("$"):
+        raise ConfigError([f"staff.pin_file: {path} names an unset variable; fix: run under systemd (the unit "
+                           "loads the staff-pin credential) or give a file path"])
     try:
         pin = Path(path).read_text(encoding="utf-8").strip()
     except OSError as e:

@@ -40,8 +40,8 @@ if [ "${1:-}" = "test" ]; then
     # Tools some tests use (unit verification, shell lint, CJK font for the kiosk screens,
     # a headless browser for the staff page). Best effort: a test whose tool is missing says so
     # and is skipped, rather than the whole run failing on a machine without apt.
-    apt_install shellcheck fonts-noto-cjk chromium systemd \
-        || say "WARNING: could not install shellcheck/fonts-noto-cjk/chromium/systemd: those tests will be skipped"
+    apt_install shellcheck fonts-noto-cjk chromium chromium-driver systemd \
+        || say "WARNING: could not install shellcheck/fonts-noto-cjk/chromium/chromium-driver/systemd: those tests will be skipped"
 fi
 
 command -v "$PY" >/dev/null || die "$PY not found: install Python 3.11 or newer"

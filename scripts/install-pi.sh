@@ -97,6 +97,26 @@ else
     printf '    %s exists: kept\n' "$ETC/config.toml"
 fi
 run install -d -m 0750 -o "$SVC_USER" -g "$SVC_USER" "$STATE"
+# Secrets for systemd LoadCredential= (root-only files; the service reads its copies in
+# $CREDENTIALS_DIRECTORY). Kept if present.
+for cred in api-token upload-token staff-pin; do
+    if [ -f "$ETC/$cred" ]; then
+        printf '    %s exists: kept\n' "$ETC/$cred"
+        continue
+    fi
+    case "$cred" in
+        api-token) value="$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')" ;;
+        staff-pin) value="$(od -An -N4 -tu4 /dev/urandom | tr -d ' \n' | tail -c 6)" ;;
+        *) value="" ;;  # the centre issues the upload token: paste it in
+    esac
+    if [ "$DRY_RUN" = 1 ]; then
+        printf '    would run: write %s (mode 600)\n' "$ETC/$cred"
+    else
+        (umask 077 && printf '%s\n' "$value" > "$ETC/$cred")
+        printf '    wrote %s\n' "$ETC/$cred"
+        [ "$cred" = staff-pin ] && printf '    staff PIN: %s (change it in %s)\n' "$value" "$ETC/$cred"
+    fi
+done
 
 step "7/8 systemd unit"
 run install -m 0644 "$SRC/systemd/checkpoint-scanner.service" "$UNIT"

@@ -36,7 +36,8 @@ def test_unit_has_what_an_unattended_lane_needs() -> None:
                  "ConfigurationDirectory=checkpoint-scanner", "ExecStartPre=", "check-config",
                  "DevicePolicy=closed", "DeviceAllow=char-i2c rw", "DeviceAllow=char-gpiochip rw",
                  "DeviceAllow=char-video4linux rw", "StartLimitIntervalSec=0", "NoNewPrivileges=yes",
-                 "ProtectSystem=strict", "TimeoutStopSec="):
+                 "ProtectSystem=strict", "TimeoutStopSec=", "LoadCredential=api-token:",
+                 "LoadCredential=upload-token:", "LoadCredential=staff-pin:", "DeviceAllow=char-dma_heap rw"):
         assert line in t, line
     assert not re.search(r"^PrivateDevices=", t, re.M)  # it would hide /dev/i2c-1, gpiochip and video nodes
     assert re.search(r"^StartLimitIntervalSec=0$", t.split("[Service]")[0], re.M)  # belongs in [Unit]

@@ -190,14 +190,20 @@ def test_bad_qr_gets_a_verdict_and_a_record(tmp_path: Path, trust: Any, payload:
 
 def test_store_failure_shows_fault_not_the_verdict(tmp_path: Path, trust: Any, codes: Any,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    with Harness(tmp_path, trust, [make_frame(codes.hc("green"))], skin_c=34.6) as h:
-        def full(_rec: Any) -> int:
-            raise StoreError("database or disk is full; fix: check free disk space")
-        monkeypatch.setattr(h.store, "record", full)
+    h = Harness(tmp_path, trust, [make_frame(codes.hc("green"))], skin_c=34.6)
+
+    def full(_rec: Any) -> int:
+        raise StoreError("database or disk is full; fix: check free disk space")
+
+    monkeypatch.setattr(h.store, "record", full)  # before the lane starts: no passage slips through
+    shown: list[str] = []
+    show = h.lane._show
+    monkeypatch.setattr(h.lane, "_show", lambda p, hold_s=0.0: (shown.append(p.name), show(p, hold_s)))
+    with h:
         assert wait_until(lambda: h.lane.stats.store_failures >= 1)
-        assert h.lane._pattern is signals.FAULT
-        assert h.history(RELAY).count(True) == 0  # PASS was never shown: the gate stayed shut
-        assert h.factory.pin(RED).state is True or wait_until(lambda: h.factory.pin(RED).state is True)
+        assert wait_until(lambda: "FAULT" in shown)
+        assert "PASS" not in shown  # nobody is told PASS about a record that was not written
+        assert h.history(RELAY).count(True) == 0  # the gate stayed shut
         assert h.rows == []
 
 
