@@ -170,6 +170,10 @@ def config_loads(ctx: Context) -> Result:
             lists = f"checkpoint-scanner check-config {ctx.config_path} lists every problem"
             return Result.fail(f"{ctx.config_path}: {problem}{more}", f"{fix}; {lists}" if fix else lists)
     cfg = ctx.cfg
+    if cfg.simulation.bootstrap:  # as `run` does: demo keys and frames on a fresh machine
+        from scanner.simulation import bootstrap
+
+        bootstrap(cfg)
     mode = "simulated devices" if cfg.simulated else "real devices"
     return Result.ok(f"{ctx.config_path}: {cfg.checkpoint.kind} {cfg.checkpoint.id}, {mode}")
 

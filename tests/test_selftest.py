@@ -217,8 +217,12 @@ def test_registry_takes_new_checks_and_a_crashing_check_is_a_fail(monkeypatch: p
     assert by_name["disk.free"].status is Status.FAIL and "statvfs exploded" in by_name["disk.free"].detail
 
 
-def test_cli_selftest_on_the_simulated_config(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_selftest_on_the_simulated_config(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """On a fresh clone: the simulated config bootstraps its keys and frames, as `run` does."""
     root = Path(__file__).resolve().parents[1]
-    assert cli.main(["selftest", "--config", str(root / "config" / "simulated.toml")]) == 0
+    cfg = tmp_path / "simulated.toml"
+    cfg.write_text((root / "config" / "simulated.toml").read_text().replace("../var/sim", str(tmp_path / "sim")))
+    assert cli.main(["selftest", "--config", str(cfg)]) == 0, capsys.readouterr().out
     out = capsys.readouterr().out
     assert "PASS 通过  thermometer.ambient" in out and "0 failed" in out
+    assert "PASS 通过  camera.opens" in out and "PASS 通过  trust.list" in out
