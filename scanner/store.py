@@ -43,6 +43,7 @@ from typing import Any
 import sqlite_utils
 
 from scanner.errors import StoreError
+from scanner.fsutil import ensure_writable_dir, fsync_dir
 from scanner.models import PassageRecord
 
 log = logging.getLogger(__name__)
@@ -207,11 +208,7 @@ def _move_aside(p: Path, why: str) -> Path:
         src = Path(str(p) + suffix)
         if src.exists():
             os.replace(src, dest / (p.name + suffix))
-    fd = os.open(p.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(p.parent)
     (dest / "REASON.txt").write_text(f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} {why}\n", encoding="utf-8")
     return dest
 
@@ -262,14 +259,7 @@ class Store:
         """Open (or create) the outbox. With `recover`, a corrupt outbox is moved aside and a
         fresh one started (the daemon); without, it raises StoreError (read-only tools)."""
         p = Path(path)
-        try:
-            p.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise StoreError(f"cannot create the outbox directory {p.parent} ({e.strerror}); fix: "
-                             "create it and give the service user write access, or set [store] path") from None
-        if not os.access(p.parent, os.W_OK):
-            raise StoreError(f"outbox directory {p.parent} is not writable; fix: chown it to the service "
-                             "user, or set [store] path to a writable place") from None
+        ensure_writable_dir(p.parent, "outbox directory", "[store] path", StoreError)
         moved: Path | None = None
         if recover and not p.exists() and any(Path(str(p) + s).exists() for s in ("-wal", "-shm")):
             moved = _move_aside(p, "stray -wal/-shm without a database (interrupted move)")

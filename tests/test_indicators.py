@@ -7,11 +7,12 @@ the ORDER of pin states, or sample states() where exactness is the point.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from gpiozero import LED
 from gpiozero.pins.mock import MockFactory
+from waiting import wait_until
 
 from drivers.base import Blink, IndicatorError, Indicators, Pattern
 from drivers.indicators import GpioIndicators, mock_pin_factory, validate_pattern
@@ -34,13 +35,6 @@ def lights(factory: MockFactory) -> Iterator[GpioIndicators]:
         yield ind
 
 
-def wait_until(cond: Callable[[], bool], timeout_s: float = 2.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.005)
-    return cond()
 
 
 def levels(factory: MockFactory, pin: int) -> list[bool]:

@@ -136,7 +136,8 @@ def test_missing_framebuffer_names_the_fix(tmp_path: Path) -> None:
 @needs_cjk
 def test_kiosk_shows_the_lanes_verdict(tmp_path: Path, trust: object, codes: object) -> None:
     from qrframes import make_frame
-    from test_lane import Harness, wait_until
+    from test_lane import Harness
+    from waiting import wait_until
 
     from drivers.display import FileDisplay
     from scanner.kiosk import KioskThread

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from qrframes import blank_frame, make_frame
+from waiting import wait_until
 
 from drivers.base import CameraError
 from drivers.camera_replay import ReplayCamera
@@ -62,13 +62,6 @@ def lane_config(tmp_path: Path, kind: str = "highway_exit", window: float = 2.0)
     return replace(cfg, store=replace(cfg.store, path=str(tmp_path / "outbox.db")))
 
 
-def wait_until(cond: Callable[[], bool], timeout_s: float = 8.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return cond()
 
 
 class Harness:

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 from qrframes import make_frame
-from test_lane import RELAY, Harness, wait_until
+from test_lane import RELAY, Harness
+from waiting import wait_until
 
 from scanner import signals
 from scanner.frontends import start_frontends

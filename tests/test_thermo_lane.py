@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 from emulated_mlx90614 import EmulatedBus, EmulatedMLX90614
 from qrframes import blank_frame, make_frame
+from waiting import wait_until
 
 from drivers.base import Frame
 from drivers.indicators import mock_pin_factory
@@ -60,13 +60,6 @@ trust = "always"
 """
 
 
-def wait_until(cond: Callable[[], bool], timeout_s: float = 8.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return cond()
 
 
 class SwitchCamera:

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from qrframes import make_frame
 from refserver import Centre, RefServer
-from test_lane import Harness, lane_config, wait_until
+from test_lane import Harness, lane_config
 from test_trust_sync import sync_config
+from waiting import wait_until
 
 from scanner.clock import Clock
 from scanner.credentials import KeySet, StatusList, TrustStore

@@ -59,7 +59,8 @@ MAX_AGE_BOUNDS = (60, 365 * 86400)
 BUNDLE_NAMES = ("trust", "status", "policy")
 
 
-def _ts(value: int | datetime) -> int:
+def epoch_seconds(value: int | datetime) -> int:
+    """Integer seconds UTC, the unit of every time in our bundles and CWT claims."""
     return int(value.timestamp()) if isinstance(value, datetime) else int(value)
 
 
@@ -179,8 +180,8 @@ def parse_policy(bundle: Bundle) -> Policy:
 def policy_doc(version: int, generated_at: int | datetime, expires_at: int | datetime,
                **values: Any) -> dict[str, Any]:
     """A policy document for `sign_bundle` (tools and tests); None values are left out."""
-    doc: dict[str, Any] = {"kind": KIND_POLICY, "version": int(version), "generated_at": _ts(generated_at),
-                           "expires_at": _ts(expires_at)}
+    doc: dict[str, Any] = {"kind": KIND_POLICY, "version": int(version), "generated_at": epoch_seconds(generated_at),
+                           "expires_at": epoch_seconds(expires_at)}
     doc.update({k: v for k, v in values.items() if v is not None})
     return doc
 
@@ -243,8 +244,8 @@ def status_snapshot_doc(version: int, generated_at: int | datetime, expires_at: 
                         revoked: Iterable[bytes] = (), denylisted: Iterable[bytes] = (),
                         colour_updates: Mapping[bytes, int] | None = None) -> dict[str, Any]:
     """Hashes are sent sorted: devices then build their index with a linear check, not a sort."""
-    return {"kind": KIND_STATUS_SNAPSHOT, "version": int(version), "generated_at": _ts(generated_at),
-            "expires_at": _ts(expires_at), "revoked": pack_hashes(sorted(revoked)),
+    return {"kind": KIND_STATUS_SNAPSHOT, "version": int(version), "generated_at": epoch_seconds(generated_at),
+            "expires_at": epoch_seconds(expires_at), "revoked": pack_hashes(sorted(revoked)),
             "denylisted": pack_hashes(sorted(denylisted)),
             "colour_updates": pack_colours(dict(sorted((colour_updates or {}).items())))}
 
@@ -256,7 +257,7 @@ def status_diff_doc(from_version: int, version: int, generated_at: int | datetim
                     remove_revoked: Iterable[bytes] = (), remove_denylisted: Iterable[bytes] = (),
                     remove_colours: Iterable[bytes] = ()) -> dict[str, Any]:
     return {"kind": KIND_STATUS_DIFF, "from_version": int(from_version), "version": int(version),
-            "generated_at": _ts(generated_at), "expires_at": _ts(expires_at), "total": int(total),
+            "generated_at": epoch_seconds(generated_at), "expires_at": epoch_seconds(expires_at), "total": int(total),
             "add": {"revoked": pack_hashes(add_revoked), "denylisted": pack_hashes(add_denylisted),
                     "colour_updates": pack_colours(add_colours or {})},
             "remove": {"revoked": pack_hashes(remove_revoked), "denylisted": pack_hashes(remove_denylisted),

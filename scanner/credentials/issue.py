@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..errors import CredentialError, TrustDataError
 from . import cose
+from .bundles import epoch_seconds
 from .claims import (
     CLAIM_CTI,
     CLAIM_EXP,
@@ -40,7 +41,6 @@ from .keygen import (
     DEFAULT_RESIDENCE_ISSUER,
     KeySet,
     SignerEntry,
-    _ts,
     generate_keys,
     sign_trust_list,
 )
@@ -123,13 +123,13 @@ def issue_code(
         raise CredentialError(f"unknown prefix {prefix!r}; fix: use one of {', '.join(PREFIXES)}")
     cwt: dict[int, Any] = {
         CLAIM_ISS: issuer,
-        CLAIM_IAT: _ts(iat),
-        CLAIM_EXP: _ts(exp),
+        CLAIM_IAT: epoch_seconds(iat),
+        CLAIM_EXP: epoch_seconds(exp),
         CLAIM_CTI: os.urandom(8) if cti is None else cti,
         claim_key: dict(claims),
     }
     if nbf is not None:
-        cwt[CLAIM_NBF] = _ts(nbf)
+        cwt[CLAIM_NBF] = epoch_seconds(nbf)
     cose_bytes = cose.encode_sign1(signer.key, signer.kid, cbor2.dumps(cwt))
     return prefix + base45.b45encode(zlib.compress(cose_bytes, 9)).decode("ascii")
 

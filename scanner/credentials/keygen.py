@@ -23,13 +23,10 @@ from cryptography.x509.oid import NameOID
 
 from ..errors import CredentialError
 from . import cose
+from .bundles import epoch_seconds
 
 DEFAULT_HEALTH_ISSUER = "CN-330000-HC"
 DEFAULT_RESIDENCE_ISSUER = "CN-330381-JD01"
-
-
-def _ts(value: int | datetime) -> int:
-    return int(value.timestamp()) if isinstance(value, datetime) else int(value)
 
 
 @dataclass(frozen=True)
@@ -199,8 +196,8 @@ def sign_trust_list(
         )
     doc = {
         "version": int(version),
-        "generated_at": _ts(generated_at),
-        "expires_at": _ts(expires_at),
+        "generated_at": epoch_seconds(generated_at),
+        "expires_at": epoch_seconds(expires_at),
         "signers": listed,
     }
     payload = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

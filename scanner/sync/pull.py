@@ -22,17 +22,10 @@ from typing import Any
 import requests
 
 from scanner.errors import ScannerError
+from scanner.fsutil import fsync_dir
 from scanner.sync.uploader import full_jitter, parse_retry_after
 
 RECORDS_PATH = "/api/v1/records"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class PullClient:
@@ -83,7 +76,7 @@ class PullClient:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.cursor_file)
-        _fsync_dir(self.cursor_file.parent.resolve())
+        fsync_dir(self.cursor_file.parent.resolve())
 
     def resume(self) -> tuple[str, int]:
         """Cut the output back to what the cursor covers."""
@@ -173,7 +166,7 @@ class PullClient:
                     os.fsync(f.fileno())
                     size = f.tell()
                 if new_file:
-                    _fsync_dir(self.out.parent.resolve())
+                    fsync_dir(self.out.parent.resolve())
                 written += len(records)
             if records or nxt != cursor:
                 self.save_cursor(nxt, size)  # the file is on disk: only now may the device forget

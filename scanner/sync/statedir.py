@@ -23,40 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TrustDataError
+from ..fsutil import atomic_write, ensure_writable_dir, fsync_dir
 
 log = logging.getLogger(__name__)
 
 FILES = {"trust": "trust-list.cose", "policy": "policy.cose"}
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that a crash leaves the old or the new content."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
 
 
 class StateDir:
@@ -69,14 +40,7 @@ class StateDir:
         self.meta_path = self.root / "meta.json"
 
     def ensure(self) -> None:
-        try:
-            self.diff_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise TrustDataError(f"cannot create the sync state directory {self.root} ({e.strerror}); fix: create "
-                                 "it and give the service user write access, or set [sync] state_dir") from None
-        if not os.access(self.root, os.W_OK):
-            raise TrustDataError(f"sync state directory {self.root} is not writable; fix: chown it to the service "
-                                 "user, or set [sync] state_dir")
+        ensure_writable_dir(self.diff_dir, "sync state directory", "[sync] state_dir", TrustDataError)
 
     @staticmethod
     def _read(path: Path) -> bytes | None:
@@ -124,7 +88,7 @@ class StateDir:
         for v in versions:
             with contextlib.suppress(OSError):
                 (self.diff_dir / f"{v:012d}.cose").unlink()
-        _fsync_dir(self.diff_dir)
+        fsync_dir(self.diff_dir)
 
     def clear_diffs(self) -> None:
         self.remove_diffs(self.diff_versions())
