@@ -28,7 +28,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scanner import outbox  # noqa: E402
 from scanner.models import CredentialSummary, PassageRecord  # noqa: E402
-from scanner.store import _INSERT_SQL, Store, connect  # noqa: E402
+from scanner.store import _INSERT_SQL, Store, connect, new_record_id  # noqa: E402
 
 
 def wchar() -> int:
@@ -49,7 +48,7 @@ def wchar() -> int:
 
 def rec() -> PassageRecord:
     return PassageRecord(
-        record_id=uuid.uuid4().hex,  # what the lane uses today (scanner/service.py)
+        record_id=new_record_id(),  # what the lane uses (scanner/service.py): time-ordered
         device_id="pi-ra-0001", checkpoint_id="RA-G104-EXIT-3",
         checkpoint_kind="highway_exit", ts_utc="2026-11-28T10:00:00.000+00:00", clock_trusted=True,
         boot_id="6f1c" * 8, mono_s=12345.678, verdict="PASS", reasons=("OK",),
