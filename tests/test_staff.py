@@ -200,3 +200,67 @@ def test_status_page_in_headless_chromium(tmp_path: Path, trust: Any, codes: Any
                 srv.stop()
     finally:
         driver.quit()
+
+
+@pytest.mark.slow
+def test_status_page_against_the_running_daemon(tmp_path: Path, codes: Any) -> None:
+    """The real `checkpoint-scanner run` process (simulated devices, staff page on): Chromium
+    logs in, sees a REVIEW arrive by itself, overrides it, and the outbox holds the override."""
+    import socket
+    import sqlite3
+    import subprocess
+    import sys
+
+    import cv2
+    from qrframes import blank_frame, make_frame
+    from selenium.webdriver.common.by import By
+
+    root = Path(__file__).resolve().parents[1]
+    sim = tmp_path / "sim"
+    frames = sim / "frames"
+    frames.mkdir(parents=True)
+    # a code from a signer this lane's (bootstrapped) trust list does not know: REVIEW UNKNOWN_SIGNER
+    for i in range(10):
+        cv2.imwrite(str(frames / f"{i:03d}.png"), make_frame(codes.hc("green")) if i >= 5 else blank_frame())
+    (frames / ".generated").write_text("test frames")
+    (tmp_path / "pin").write_text(PIN + "\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    text = (root / "config" / "simulated.toml").read_text().replace("../var/sim", str(sim))
+    text = text.replace("person_every_s = 6.0", "person_every_s = 2.5")
+    cfg = tmp_path / "lane.toml"
+    cfg.write_text(text + f'\n[staff]\nenabled = true\nbind = "127.0.0.1"\nport = {port}\n'
+                          f'pin_file = "{tmp_path / "pin"}"\n')
+    daemon = subprocess.Popen([sys.executable, "-m", "scanner.cli", "run", "--config", str(cfg)], cwd=root,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    driver = chromium()
+    try:
+        url = f"http://127.0.0.1:{port}/"
+
+        def page_up() -> bool:
+            try:
+                urllib.request.urlopen(url, timeout=1).read()
+                return True
+            except OSError:
+                return False
+
+        assert wait_until(page_up, timeout_s=30), daemon.stderr.read1().decode() if daemon.stderr else ""
+        driver.get(url)
+        driver.find_element(By.ID, "pin").send_keys(PIN)
+        driver.find_element(By.ID, "loginbtn").click()
+        assert wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, ".pending button.pass"), timeout_s=30)
+        assert "UNKNOWN_SIGNER" in driver.find_element(By.ID, "pending").text
+        driver.find_element(By.ID, "staff").send_keys("S200")
+        driver.find_element(By.CSS_SELECTOR, ".pending button.pass").click()
+        assert wait_until(lambda: "已记录" in driver.find_element(By.ID, "msg").text)
+        assert wait_until(lambda: int(driver.find_element(By.CSS_SELECTOR, "[data-count=overrides]").text) >= 1)
+    finally:
+        driver.quit()
+        daemon.terminate()
+        assert daemon.wait(timeout=15) == 0
+    with sqlite3.connect(sim / "outbox.db") as c:
+        rows = c.execute("SELECT verdict, override_by, override_of, reasons FROM passages "
+                         "WHERE override_by IS NOT NULL").fetchall()
+    assert rows and rows[0][0] == "PASS" and rows[0][1] == "S200" and rows[0][2]
+    assert "STAFF_OVERRIDE" in rows[0][3] and "UNKNOWN_SIGNER" in rows[0][3]
