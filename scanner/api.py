@@ -290,11 +290,7 @@ class Api:
         limit = min(limit, self.cfg.max_limit)
         conn = connect(self.store_path, readonly=True)
         try:
-            oid = outbox.outbox_id(conn)
-            try:
-                seq, reset = outbox.decode_cursor(after, oid)
-            except outbox.CursorError as e:
-                raise ApiError(400, str(e)) from None
+            oid, seq, reset = _cursor(conn, after)
             rows, more = outbox.rows_after(conn, seq, limit)
         finally:
             conn.close()  # the read transaction is over before a byte is sent
@@ -323,11 +319,7 @@ class Api:
             raise ApiError(400, 'body must be {"cursor": "<next_cursor of a GET>"}') from None
         conn = connect(self.store_path)
         try:
-            oid = outbox.outbox_id(conn)
-            try:
-                seq, reset = outbox.decode_cursor(cursor, oid)
-            except outbox.CursorError as e:
-                raise ApiError(400, str(e)) from None
+            oid, seq, reset = _cursor(conn, cursor)
             mark = outbox.mark_delivered(conn, seq, "pull") if seq and not reset else outbox.delivered_upto(conn)
         finally:
             conn.close()
@@ -343,3 +335,13 @@ class Api:
         with self.counts_lock:
             counts = dict(self.counts)
         return render_metrics(st, self.state, clock_synced=self.clock_trusted(), api_responses=counts)
+
+
+def _cursor(conn: Any, text: str) -> tuple[str, int, bool]:
+    """(outbox id, seq, reset) for a cursor from a client; a malformed one is a 400."""
+    oid = outbox.outbox_id(conn)
+    try:
+        seq, reset = outbox.decode_cursor(text, oid)
+    except outbox.CursorError as e:
+        raise ApiError(400, str(e)) from None
+    return oid, seq, reset

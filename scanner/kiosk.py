@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from scanner.decode import HINT_TEXT
 from scanner.reasons import PROMPTS, REASONS
 
 FONT_CANDIDATES = (
@@ -71,10 +72,6 @@ class DrawnText:
     box: tuple[int, int, int, int]
     size: int
 
-
-HINTS = {"too_dark": "画面过暗，请调整灯光 / frame too dark: add light",
-         "saturated": "画面过曝，请避开强光 / frame over-exposed: avoid glare",
-         "low_contrast": "对比度低，请调亮手机屏幕 / low contrast: turn up the phone screen"}
 
 
 class Renderer:
@@ -161,8 +158,8 @@ class Renderer:
             pz, pe = PROMPTS.get(key, (key, key))
             py = text((pad, py), pz, 44, max_w=pw) + 2
             py = text((pad, py), pe, 26, (90, 90, 90), pw) + 12
-        if view.hint in HINTS:
-            text((pad, py), HINTS[view.hint], 22, (160, 90, 0), pw)
+        if view.hint in HINT_TEXT:
+            text((pad, py), HINT_TEXT[view.hint], 22, (160, 90, 0), pw)
         # footer: the day's counts, checkpoint, time
         fy = h - 64
         d.rectangle((0, fy - 8, w, h), fill=(235, 235, 230))
