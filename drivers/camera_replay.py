@@ -17,6 +17,10 @@ source. When the replay reaches that frame:
   frame is delivered: what a camera that stopped streaming looks like to the capture thread.
 Each fault fires once, also when looping. `close()` keeps the position, so a reopen after an
 injected error resumes where it was, like a camera that was re-plugged; `rewind()` restarts.
+
+With `loop`, a pass in which no frame could be read (every file unreadable for now, e.g. still
+being copied) is retried from the start after EMPTY_PASS_RETRY_S, so the replay recovers once
+the files are readable; `read()` returns None meanwhile (the capture thread sees a stall).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 FAULT_KINDS = ("error", "stall")
+EMPTY_PASS_RETRY_S = 0.5  # a looping pass that read nothing is tried again after this (seconds)
 _SOURCE_HINT = "give a folder of .png/.jpg/.jpeg/.bmp images or a video file (e.g. MJPG .avi)"
 
 
@@ -79,6 +84,7 @@ class ReplayCamera:
         self._pos = 0  # position of the next frame in the source
         self._pass_frames = 0  # frames delivered in the current pass (guards endless loops)
         self._stall_until: float | None = None
+        self._retry_at: float | None = None  # after a looping pass that read nothing
         self._next_due: float | None = None
         self._seq = 0
 
@@ -126,6 +132,10 @@ class ReplayCamera:
             if self._clock() < self._stall_until:
                 return None
             self._stall_until = None
+        if self._retry_at is not None:
+            if self._clock() < self._retry_at:
+                return None
+            self._retry_at = None
         self._pace()
         fault = self._faults.pop(self._pos, None)
         if fault == "error":
@@ -135,9 +145,13 @@ class ReplayCamera:
             self._stall_until = self._clock() + self.stall_s
             return None
         image = self._next_image()
-        if image is None and self.loop and self._pass_frames > 0:
+        if image is None and self.loop:
+            empty_pass = self._pass_frames == 0
             self._rewind_pass()
-            image = self._next_image()
+            if empty_pass:  # nothing readable in a whole pass: start over, but not in a busy loop
+                self._retry_at = self._clock() + EMPTY_PASS_RETRY_S
+            else:
+                image = self._next_image()
         if image is None:
             return None
         self._pass_frames += 1
@@ -175,6 +189,7 @@ class ReplayCamera:
             self._pos += 1
             loaded = cv2.imread(str(path), flag)
             if loaded is not None:
+                self._unreadable.discard(path)  # warn again if it breaks again
                 return loaded
             if path not in self._unreadable:
                 self._unreadable.add(path)

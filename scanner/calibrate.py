@@ -31,6 +31,7 @@ from drivers.base import Thermometer
 from scanner.config import parse_config
 from scanner.errors import ConfigError, ScannerError
 from scanner.models import Measurement, TempStatus
+from scanner.numbers import NotFiniteError, in_range, parse_finite
 from scanner.screening import Screener, ScreeningRules
 
 MIN_PAIRS = 3
@@ -84,7 +85,7 @@ def check_pair(p: Pair) -> str:
         ("object", p.object_c, OBJECT_LIMITS_C, "the sensor did not see skin: hold the forehead or wrist to it"),
         ("ambient", p.ambient_c, AMBIENT_LIMITS_C, "check the sensor"),
     ):
-        if not (lo <= value <= hi) or math.isnan(value):
+        if not in_range(value, lo, hi):  # False for NaN
             return f"{name} {value} °C outside {lo}..{hi}; fix: {fix}"
     return ""
 
@@ -124,10 +125,10 @@ def fit_calibration(pairs: Sequence[Pair], reference_ambient_c: float = 25.0, ke
         problems.append(f"offset_c {offset:+.2f} °C outside {OFFSET_LIMITS_C[0]}..{OFFSET_LIMITS_C[1]}")
     if not COEFF_LIMITS[0] <= coeff <= COEFF_LIMITS[1]:
         problems.append(f"ambient_coeff {coeff:+.3f} outside {COEFF_LIMITS[0]}..{COEFF_LIMITS[1]}")
-    if fit.rms_c > MAX_RMS_C:
+    if not fit.rms_c <= MAX_RMS_C:  # `not <=`: a NaN is refused too
         problems.append(f"residual RMS {fit.rms_c:.2f} °C > {MAX_RMS_C}")
     worst = max(range(len(pairs)), key=lambda i: abs(fit.residuals_c[i]))
-    if abs(fit.residuals_c[worst]) > MAX_RESIDUAL_C:
+    if not abs(fit.residuals_c[worst]) <= MAX_RESIDUAL_C:
         problems.append(f"pair {worst + 1} is off by {fit.residuals_c[worst]:+.2f} °C")
     if problems:
         raise CalibrationError("fit refused: " + "; ".join(problems) + "; fix: re-take the pairs (same spot and "
@@ -159,8 +160,11 @@ def read_pairs_csv(path: str | Path) -> list[Pair]:
     pairs = []
     for n, row in rows:
         try:
-            obj, amb, ref = (float(row[i]) for i in index)
-        except (ValueError, IndexError):
+            obj, amb, ref = (parse_finite(row[i].strip(), columns[k]) for k, i in enumerate(index))
+        except NotFiniteError as e:
+            raise CalibrationError(f"{p} line {n}: expected three numbers object_c,ambient_c,reference_c, each "
+                                   f"finite ({e}); fix: one pair per line, °C with a dot") from None
+        except IndexError:
             raise CalibrationError(f"{p} line {n}: expected three numbers object_c,ambient_c,reference_c (got "
                                    f"{','.join(row)!r}); fix: one pair per line, °C with a dot") from None
         pair = Pair(obj, amb, ref)

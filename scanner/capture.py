@@ -8,7 +8,8 @@ Failure handling (HARDWARE.md section 4.1):
   the frame age when it is asked, so the lights show FAULT within STALL_S even while a V4L2
   read waits out its own timeout. A read that returns None for STALL_S gets the camera closed
   and reopened with the same back-off.
-- when frames flow again the fault clears and the back-off resets.
+- when frames flow again the fault clears and the back-off resets; an error's text is shown only
+  until the camera opens again (then the fault is the frame age, while no frame comes).
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ class CaptureThread(threading.Thread):
                 if not opened:
                     self.camera.open()
                     opened, opened_at = True, self._clock()
+                    # The open error is over; until frames flow, `fault` says what is true now
+                    # (no frame for N s), not the old error text.
+                    self._error = None
                 frame = self.camera.read()
             except (CameraError, OSError) as e:
                 self._error = str(e)

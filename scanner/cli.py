@@ -33,12 +33,21 @@ Verdicts: PASS 通行 (green, one beep) / DENY 禁止通行 (red, long alarm) /
 """
 
 
+def _warn(line: str) -> None:
+    print(f"  warning: {line}", file=sys.stderr)
+
+
 def _cmd_check_config(args: argparse.Namespace) -> int:
+    """The config text, then (unless --text-only) every file `run` reads, by the code `run` uses."""
     from scanner.config import load_config
+    from scanner.preflight import require_ready
 
     cfg = load_config(args.config)
-    mode = "simulated devices" if cfg.simulated else "real devices"
-    print(f"{args.config}: OK ({cfg.checkpoint.kind} {cfg.checkpoint.id}, {mode})")
+    if not args.text_only:
+        require_ready(cfg, _warn)
+    mode = ("SIMULATED devices (demo/laptop only, never on a gate)" if cfg.simulated else "real devices")
+    files = ", files not checked (--text-only)" if args.text_only else ""
+    print(f"{args.config}: OK ({cfg.checkpoint.kind} {cfg.checkpoint.id}, {mode}{files})")
     return 0
 
 
@@ -48,12 +57,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from scanner.config import load_config
     from scanner.logs import setup_logging
     from scanner.notify import Notifier
+    from scanner.preflight import require_ready
     from scanner.service import Lane
     from scanner.store import Store
 
     cfg = load_config(args.config)
     setup_logging(args.log_level or cfg.log.level, args.log_format or cfg.log.format)
     log = logging.getLogger("scanner.run")
+    require_ready(cfg, lambda w: log.warning("event=config_warning %s", w))  # what check-config checks
     if cfg.simulation.bootstrap:
         from scanner.simulation import bootstrap
 
@@ -139,8 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check-config", help="validate a config file; lists every problem with its line",
                        description="Exit 0 when valid; else every problem as 'line N: section.key: what is "
-                       "wrong (got X); fix', exit 2.")
+                       "wrong (got X); fix', exit 2. Checks the text, then every file `run` reads (anchor, "
+                       "trust list, tokens, staff PIN, TLS files, writable directories) with the code `run` "
+                       "uses; devices are checked by `selftest`.")
     c.add_argument("config", help="TOML config file")
+    c.add_argument("--text-only", action="store_true",
+                   help="check only the text, not the files it names (a config written for another device)")
     c.set_defaults(func=_cmd_check_config)
 
     from scanner import cli_decode
@@ -170,13 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ConfigError as e:
-        print(f"{e.path}: {len(e.problems)} problem(s) / 配置错误:", file=sys.stderr)
+        where = e.path or getattr(args, "config", None) or "config"  # never "None:"
+        print(f"{where}: {len(e.problems)} problem(s) / 配置错误:", file=sys.stderr)
         for line in e.problems:
             print(f"  {line}", file=sys.stderr)
         return 2
     except ScannerError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return int(getattr(e, "exit_code", 1))  # 2: cannot run as configured (scanner/locks.py InUseError)
     except OSError as e:  # DriverError and friends: a device or file the person can fix
         print(f"error: {e}", file=sys.stderr)
         return 1

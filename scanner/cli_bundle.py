@@ -18,6 +18,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from scanner.numbers import loads_json
+
 from .credentials import Signer, TrustStore
 from .credentials.bundles import (
     KIND_POLICY,
@@ -135,7 +137,7 @@ def _status_doc(args: argparse.Namespace, now: datetime, expires: datetime) -> d
     entries: dict[str, Any] = {}
     if args.input:
         try:
-            entries = json.loads(Path(args.input).read_text(encoding="utf-8"))
+            entries = loads_json(Path(args.input).read_text(encoding="utf-8-sig"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise CredentialError(f"cannot read --in {args.input} ({e.__class__.__name__}); fix: give a JSON "
                                   "file as shown in `codes bundle status --help`") from None

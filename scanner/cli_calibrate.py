@@ -32,6 +32,7 @@ from scanner.calibrate import (
     write_config,
 )
 from scanner.config import Config, load_config
+from scanner.numbers import NotFiniteError, in_range, parse_finite
 from scanner.screening import ScreeningRules
 
 EPILOG = """\
@@ -59,6 +60,14 @@ INTRO = (
 MEASURE_TIMEOUT_S = 15.0
 
 
+def _finite_arg(text: str) -> float:
+    """argparse type: a finite number (float() would also take "nan" and "inf")."""
+    try:
+        return parse_finite(text, "reference ambient")
+    except NotFiniteError as e:
+        raise argparse.ArgumentTypeError(f"{e}; fix: a temperature in °C such as 25.0") from None
+
+
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("calibrate", help="fit the temperature mapping against a reference thermometer",
                        description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -67,7 +76,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--dry-run", action="store_true", help="show the fit, do not write the config")
     p.add_argument("--version", dest="cal_version",
                    help="calibration_version to record (default cal-YYYYMMDD-HHMM, UTC)")
-    p.add_argument("--reference-ambient-c", type=float,
+    p.add_argument("--reference-ambient-c", type=_finite_arg,
                    help="ambient where only offset_c applies (default: the config's reference_ambient_c)")
     p.add_argument("-y", "--yes", action="store_true", help="write without asking (interactive mode)")
     p.set_defaults(func=_cmd_calibrate)
@@ -188,11 +197,11 @@ def _ask_reference(input_fn: Callable[[str], str], say: Callable[[str], None]) -
         if text in ("", "q"):
             return None
         try:
-            value = float(text.replace("，", ".").replace(",", "."))
-        except ValueError:
+            value = parse_finite(text.replace("，", ".").replace(",", "."), "reference")
+        except NotFiniteError:  # "abc", and also "nan" or "inf", which float() would take
             say(f"请输入数字，如 36.8 / type a number such as 36.8 (got {text!r})")
             continue
-        if not lo <= value <= hi:
+        if not in_range(value, lo, hi):
             say(f"应在 {lo}..{hi} °C 之间 / must be within {lo}..{hi} °C (got {value})")
             continue
         return value

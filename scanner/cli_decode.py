@@ -2,8 +2,10 @@
 
 One line per image, in the order given. Never the contents of a code (they may hold a name or
 an ID): a hash, the length, whether it is text, and the credential prefix (ZHC1:, AJM1:, HC1:)
-when it has one. Exit 0 when every image held a code, 1 when some had none, 2 when some image
-could not be read at all (that line names the fix).
+when it has one. The hash is keyed (HMAC-SHA256): with --device-secret it is the gate's own
+`code_hash=` of its log lines; without, a random key for this run (compare within one run only).
+Exit 0 when every image held a code, 1 when some had none, 2 when some image could not be read
+at all (that line names the fix).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ examples:
   checkpoint-scanner decode photo.jpg
   checkpoint-scanner decode --json frames/*.png      one JSON object per line
   checkpoint-scanner decode --engine zbar photo.jpg  the design card's decoder alone
+  sudo -u checkpoint checkpoint-scanner decode --device-secret /var/lib/checkpoint-scanner/device-secret p.jpg
+                                                     hashes as in the gate's log lines
 """
 
 
@@ -34,6 +38,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="decoder behind the ladder (default: zxing-cpp when installed)")
     p.add_argument("--budget-ms", type=float, default=2000.0,
                    help="time budget per image in milliseconds (default 2000: a photo, not a live frame)")
+    p.add_argument("--device-secret", metavar="FILE",
+                   help="key the hashes with the gate's secret (device-secret next to its outbox) so they "
+                   "match its log lines; read only, never created (default: a random key for this run)")
     p.set_defaults(func=run)
     return p
 
@@ -62,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
 
     from scanner.decode import decode_frame
 
+    if args.device_secret:
+        from scanner import device_secret
+
+        device_secret.install(device_secret.read(args.device_secret))
     worst = 0
     for path in args.images:
         image = cv2.imread(path, cv2.IMREAD_GRAYSCALE)

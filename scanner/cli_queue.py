@@ -82,8 +82,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     if st["recovered_from"]:
         print(f"ALARM 告警:           the outbox was damaged and moved aside to {st['recovered_from']} "
               f"({_when(st['recovered_at'])}); export it with --db")
-    if max_bytes and st["used_ratio"] >= outbox.ALARM_RATIO:
-        print("ALARM 告警:           outbox over 80% full; fix: restore uploads, or export with --mark-delivered")
+    if st["fs_free_bytes"] is not None:
+        ro = ", READ-ONLY 只读" if st["fs_readonly"] else ""
+        print(f"card 存储卡:          {st['fs_free_bytes'] / mib:.0f} MiB free 可用{ro}")
+    if st["disk_alarm"]:
+        print("ALARM 告警:           outbox over 80% full (of the cap or of the card's free space); fix: free disk "
+              "space (df -h), restore uploads, or export with --mark-delivered")
     return 0
 
 

@@ -5,6 +5,11 @@ range), bounds and allowed values. Validation collects *every* problem before fa
 `line N: section.key: what is wrong (got X); fix`, suggests the nearest key for a typo, and
 never lets a traceback reach a technician. Nothing else in the program reads files or
 environment variables for settings.
+
+Two rules from issue 10: every number must be finite (TOML allows `nan` and `inf`; range checks
+are written `not lo <= x` so a NaN fails them), and `[checkpoint] mode` ("real" or "simulated")
+is required: a device `source` left out is the mode's device, one that contradicts it is refused.
+The files the config names are checked by scanner.preflight (check-config and run).
 """
 
 from __future__ import annotations
@@ -21,7 +26,10 @@ from typing import Any
 from scanner.config_schema import (  # noqa: F401 - re-exported: callers import sections from here
     _LOOPBACK,
     _VILLAGE_RE,
+    MODES,
+    REAL_SOURCES,
     SECTIONS,
+    SIMULATED_SOURCES,
     ApiSection,
     CameraSection,
     CheckpointSection,
@@ -44,6 +52,7 @@ from scanner.config_schema import (  # noqa: F401 - re-exported: callers import 
     key,
 )
 from scanner.errors import ConfigError
+from scanner.numbers import is_finite_number
 
 
 def all_keys() -> list[str]:
@@ -88,10 +97,15 @@ def _check_value(name: str, f: dataclasses.Field, t: Any, value: Any) -> tuple[A
         return tuple(value), None
     if t is bool and not isinstance(value, bool):
         return value, f"must be true or false (got {value!r}); fix: write true or false without quotes — {hint}"
+    if t is int and isinstance(value, float):  # 300.0, nan, inf: TOML floats
+        return value, (f"must be a whole number (got {value!r}); fix: write a whole number such as {f.default}, "
+                       f"without a decimal point — {hint}")
     if t is int and (isinstance(value, bool) or not isinstance(value, int)):
         return value, f"must be {_type_name(t)} (got {value!r}); fix: write a number without quotes — {hint}"
     if t is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
         return value, f"must be {_type_name(t)} (got {value!r}); fix: write a number without quotes — {hint}"
+    if t is float and not is_finite_number(value):  # TOML allows nan and inf; every comparison with NaN is false
+        return value, f"must be a finite number (got {value!r}); fix: write a number such as {f.default} — {hint}"
     if t is str and not isinstance(value, str):
         return value, f"must be {_type_name(t)} (got {value!r}); fix: put the value in double quotes — {hint}"
     if meta["choices"] and value not in meta["choices"]:
@@ -100,9 +114,17 @@ def _check_value(name: str, f: dataclasses.Field, t: Any, value: Any) -> tuple[A
         return value, f"must be one of {', '.join(meta['choices'])} (got {value!r}); fix: {sug}{hint}"
     lo, hi = meta["min"], meta["max"]
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
+        # `not lo <= value`, never `value < lo`: a NaN must fail a range check, not pass it
+        if (lo is not None and not lo <= value) or (hi is not None and not value <= hi):
             return value, f"out of range {lo}..{hi} (got {got!r}); fix: {hint}"
     return value, None
+
+
+def _required_problem(sname: str, kname: str, line: int) -> tuple[int, str]:
+    if (sname, kname) == ("checkpoint", "mode"):
+        return line, ("checkpoint.mode: required, there is no default (got nothing); fix: mode = \"real\" on a "
+                      "gate, or mode = \"simulated\" for a demo or a laptop, under [checkpoint]")
+    return line, f"{sname}.{kname}: required, there is no default (got nothing); fix: set {kname} under [{sname}]"
 
 
 def parse_config(text: str, path: str = "<config>") -> Config:
@@ -118,6 +140,8 @@ def parse_config(text: str, path: str = "<config>") -> Config:
     problems: list[tuple[int, str]] = []
     base = Path(path).resolve().parent if path and not path.startswith("<") else Path.cwd()
     built: dict[str, Any] = {}
+    checkpoint = data.get("checkpoint")
+    mode = checkpoint.get("mode") if isinstance(checkpoint, dict) else None
 
     for sname, value in data.items():
         if sname not in SECTIONS:
@@ -152,6 +176,11 @@ def parse_config(text: str, path: str = "<config>") -> Config:
                 if not checked.startswith("$"):  # unset variable: left as written, reported when used
                     checked = str((base / checked).resolve()) if not Path(checked).is_absolute() else checked
             values[kname] = checked
+        for fname, f in fields.items():
+            if f.metadata["required"] and fname not in raw:
+                problems.append(_required_problem(sname, fname, sec_lines.get(sname, 0)))
+        if sname in SIMULATED_SOURCES and "source" not in raw and mode == "simulated":
+            values["source"] = SIMULATED_SOURCES[sname]  # said once, in [checkpoint] mode
         if not any(p[1].startswith(f"{sname}.") for p in problems):
             for fname, f in fields.items():
                 if fname not in values and f.metadata["path"] and f.default not in ("", dataclasses.MISSING):
@@ -160,7 +189,7 @@ def parse_config(text: str, path: str = "<config>") -> Config:
             built[sname] = cls(**values)
 
     if not problems:
-        cfg = Config(**built, source_path=str(path))
+        cfg = Config(**built, source_path=str(path), key_lines={**sec_lines, **key_lines})
         problems.extend(_cross_checks(cfg, key_lines, sec_lines))
         if not problems:
             return cfg
@@ -198,11 +227,12 @@ def _cross_checks(cfg: Config, key_lines: dict[str, int], sec_lines: dict[str, i
     if ind.relay_pin == 1:
         out.append((at("indicators.relay_pin"), "indicators.relay_pin: GPIO1 is reserved for the HAT "
                     "EEPROM (got 1); fix: use 0 for no relay or a pin from 2 to 27"))
+    out.extend((at(k), msg) for k, msg in device_mismatches(cfg))
     th = cfg.thermometer
-    if th.skin_min_c >= th.skin_max_c:
+    if not th.skin_min_c < th.skin_max_c:  # `not <`: a NaN fails too
         out.append((at("thermometer.skin_min_c"), f"thermometer.skin_min_c: must be below skin_max_c "
                     f"(got {th.skin_min_c} >= {th.skin_max_c}); fix: e.g. 28.0 and 43.0"))
-    if th.ambient_min_c >= th.ambient_max_c:
+    if not th.ambient_min_c < th.ambient_max_c:
         out.append((at("thermometer.ambient_min_c"), "thermometer.ambient_min_c: must be below ambient_max_c "
                     f"(got {th.ambient_min_c} >= {th.ambient_max_c}); fix: e.g. -10.0 and 45.0"))
     if cfg.camera.source == "replay" and not cfg.camera.replay_path and not cfg.simulation.bootstrap:
@@ -210,13 +240,36 @@ def _cross_checks(cfg: Config, key_lines: dict[str, int], sec_lines: dict[str, i
                     "(got \"\"); fix: set replay_path, or [simulation] bootstrap = true"))
     if cfg.simulation.bootstrap and not cfg.simulated:
         out.append((at("simulation.bootstrap"), "simulation.bootstrap: only for simulated devices (got true "
-                    "with real hardware configured); fix: set bootstrap = false on a real Pi"))
+                    "with checkpoint.mode = \"real\"); fix: set bootstrap = false on a real Pi"))
     if cfg.clock.trust == "always" and not cfg.simulated:
         out.append((at("clock.trust"), "clock.trust: 'always' would PASS codes on a wrong clock (got \"always\" "
-                    "with real hardware); fix: use \"system\" on a real Pi"))
+                    "with checkpoint.mode = \"real\"); fix: use \"system\" on a real Pi"))
     out.extend(_sync_checks(cfg, at))
     out.extend(_records_checks(cfg, at))
     return out
+
+
+def device_mismatches(cfg: Config) -> list[tuple[str, str]]:
+    """(`section.source`, message) for each device whose source contradicts `checkpoint.mode`.
+    Used by the config check and again by scanner.hardware before opening anything."""
+    mode = cfg.checkpoint.mode
+    if mode not in MODES:  # a Config built in code with replace()
+        return [("checkpoint.mode", f"checkpoint.mode: must be \"real\" or \"simulated\" (got {mode!r}); "
+                 "fix: mode = \"real\" on a gate")]
+    out: list[tuple[str, str]] = []
+    for sname, sim in SIMULATED_SOURCES.items():
+        source = getattr(cfg, sname).source
+        real = REAL_SOURCES[sname]
+        if mode == "real" and source not in real:
+            out.append((f"{sname}.source", f"{sname}.source: a simulated device on a lane whose checkpoint.mode is "
+                        f"\"real\" (got \"{source}\"); fix: source = \"{real[0]}\" on a gate, or mode = "
+                        "\"simulated\" for a demo"))
+        elif mode == "simulated" and source != sim:
+            out.append((f"{sname}.source", f"{sname}.source: a real device on a lane whose checkpoint.mode is "
+                        f"\"simulated\" (got \"{source}\"); fix: source = \"{sim}\" (or leave the line out), or "
+                        "mode = \"real\" on a gate"))
+    return out
+
 
 
 def load_config(path: str | Path) -> Config:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,14 +15,25 @@ _VILLAGE_RE = re.compile(r"^\d{12}$")
 
 
 def key(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-        choices: tuple[str, ...] | None = None, path: bool = False) -> Any:
-    """Declare one config key: default, help text (shown in errors and docs), bounds."""
-    meta = {"help": help, "min": min, "max": max, "choices": choices, "path": path}
+        choices: tuple[str, ...] | None = None, path: bool = False, required: bool = False) -> Any:
+    """Declare one config key: default, help text (shown in errors and docs), bounds.
+    `required`: the file must set it (the default only serves code that builds sections)."""
+    meta = {"help": help, "min": min, "max": max, "choices": choices, "path": path, "required": required}
     return field(default=default, metadata=meta)
+
+
+#: The one statement of what a lane is: `[checkpoint] mode`. Each device `source` left out is the
+#: mode's device; a source that contradicts the mode is refused (issue 10: a missing line must
+#: never put a scripted thermometer on a real gate).
+MODES = ("real", "simulated")
+SIMULATED_SOURCES = {"camera": "replay", "thermometer": "scripted", "indicators": "mock"}
+REAL_SOURCES = {"camera": ("opencv", "picamera2"), "thermometer": ("mlx90614",), "indicators": ("gpio",)}
 
 
 @dataclass(frozen=True)
 class CheckpointSection:
+    mode: str = key("real", "real devices on a gate, or simulated devices for a demo or a laptop; "
+                    "required, no default", choices=MODES, required=True)
     id: str = key("CHECKPOINT-1", "checkpoint id as the central platform knows it")
     device_id: str = key("device-1", "this device's id; one per Pi")
     kind: str = key("highway_exit", "lane kind", choices=("highway_exit", "village_gate"))
@@ -30,7 +42,8 @@ class CheckpointSection:
 
 @dataclass(frozen=True)
 class CameraSection:
-    source: str = key("replay", "frame source", choices=("replay", "opencv", "picamera2"))
+    source: str = key("opencv", "frame source; left out: opencv when mode = \"real\", replay when \"simulated\"",
+                      choices=("opencv", "picamera2", "replay"))
     device: str = key("/dev/video0", "V4L2 device path for source=opencv; prefer /dev/v4l/by-id/...")
     csi_index: int = key(0, "Picamera2 camera number for source=picamera2 (0 = first ribbon camera)", min=0, max=7)
     replay_path: str = key("", "folder of images or a video file for source=replay", path=True)
@@ -56,7 +69,8 @@ class DecodeSection:
 
 @dataclass(frozen=True)
 class ThermometerSection:
-    source: str = key("scripted", "thermometer", choices=("scripted", "mlx90614"))
+    source: str = key("mlx90614", "thermometer; left out: mlx90614 when mode = \"real\", scripted when "
+                      "\"simulated\"", choices=("mlx90614", "scripted"))
     i2c_bus: int = key(1, "I2C bus number (/dev/i2c-N); 1 on a Pi header", min=0, max=20)
     address: int = key(0x5A, "7-bit I2C address of the MLX90614", min=0x03, max=0x77)
     poll_interval_s: float = key(0.05, "time between sensor reads (seconds)", min=0.01, max=1)
@@ -83,7 +97,8 @@ class ThermometerSection:
 
 @dataclass(frozen=True)
 class IndicatorsSection:
-    source: str = key("mock", "LED/buzzer backend", choices=("mock", "gpio"))
+    source: str = key("gpio", "LED/buzzer backend; left out: gpio when mode = \"real\", mock when \"simulated\"",
+                      choices=("gpio", "mock"))
     pin_factory: str = key("lgpio", "gpiozero pin factory for source=gpio (lgpio on a Pi 5)",
                            choices=("lgpio", "rpigpio", "pigpio", "native"))
     green_pin: int = key(17, "BCM number of the green LED", min=2, max=27)
@@ -107,6 +122,10 @@ class PolicySection:
     pairing_window_s: float = key(10.0, "codes and temperature of one person must come within this (seconds)",
                                   min=1, max=120)
     cooldown_s: float = key(3.0, "the same code is not counted again within this (seconds)", min=0, max=60)
+    override_window_s: float = key(60.0, "a REVIEW can be overridden (staff page, button) this long after it was "
+                                   "decided; then it leaves the pending list (seconds)", min=5, max=600)
+    recheck_after_deny_s: float = key(600.0, "a health code refused here is REVIEW RECENTLY_DENIED, not judged afresh, "
+                                      "when shown again within this time (seconds; 0 = off)", min=0, max=86400)
 
 
 @dataclass(frozen=True)
@@ -184,7 +203,7 @@ def _sync_checks(cfg: Config, at: Any) -> list[tuple[int, str]]:
             out.append((at("sync.online_patterns"), f"sync.online_patterns: not a regular expression "
                         f"(got {pat!r}: {e}); fix: check brackets and escapes; in TOML write the pattern in single "
                         "quotes, e.g. '^RAHC:[0-9A-Z]{20,64}$'"))
-    if sy.retry_min_s > sy.retry_max_s:
+    if not sy.retry_min_s <= sy.retry_max_s:  # written so that NaN fails too
         out.append((at("sync.retry_min_s"), f"sync.retry_min_s: must not exceed retry_max_s (got "
                     f"{sy.retry_min_s} > {sy.retry_max_s}); fix: e.g. 5 and 900"))
     if sy.city_code and not re.fullmatch(r"\d{6}", sy.city_code):
@@ -234,14 +253,19 @@ class ApiSection:
     max_limit: int = key(1000, "most records one GET returns; larger limits are capped", min=1, max=1000)
     rate_per_s: float = key(2.0, "requests per second per client (token bucket) before 429", min=0.01, max=1000)
     burst: int = key(20, "token bucket size: requests a client may send at once", min=1, max=10000)
-    max_clients: int = key(16, "simultaneous connections; more get 503", min=1, max=256)
+    max_clients: int = key(16, "requests handled at once (running or waiting for a worker); more get 503",
+                           min=1, max=256)
+    max_connections: int = key(256, "open connections at once (idle ones cost no thread); at the cap the least "
+                               "recently active idle one is closed, 503 when none is idle", min=8, max=4096)
+    request_timeout_s: float = key(5.0, "whole-request deadline: TLS handshake, headers and body must arrive "
+                                   "within it, else 408 and close (seconds)", min=1, max=60)
     tls_cert: str = key("", "PEM certificate for HTTPS; \"\" = plain HTTP (only on a VPN or loopback)", path=True)
     tls_key: str = key("", "PEM private key for tls_cert", path=True)
     client_ca: str = key("", "PEM CA that signs client certificates; set = mutual TLS required", path=True)
 
 
 def _records_checks(cfg: Config, at: Any) -> list[tuple[int, str]]:
-    """[upload] and [api]: what must be set together (issue 5)."""
+    """[upload], [api] and [staff]: what must be set together (issue 5)."""
     out: list[tuple[int, str]] = []
     up, api = cfg.upload, cfg.api
     if up.enabled and not (up.url or cfg.sync.server_url):
@@ -262,6 +286,9 @@ def _records_checks(cfg: Config, at: Any) -> list[tuple[int, str]]:
     if api.client_ca and not api.tls_cert:
         out.append((at("api.client_ca"), "api.client_ca: mutual TLS needs HTTPS (got no tls_cert); "
                     "fix: set tls_cert and tls_key"))
+    if bool(cfg.staff.tls_cert) != bool(cfg.staff.tls_key):
+        out.append((at("staff.tls_cert"), "staff.tls_cert: tls_cert and tls_key go together (got only one); "
+                    "fix: set both, or neither for plain HTTP"))
     return out
 
 
@@ -291,6 +318,13 @@ class StaffSection:
     port: int = key(8080, "TCP port of the staff page", min=1, max=65535)
     pin_file: str = key("/etc/checkpoint-scanner/staff-pin", "file holding the staff PIN, 6+ characters "
                         "(chmod 600, owned by the service user)", path=True)
+    tls_cert: str = key("", "PEM certificate for HTTPS; \"\" = plain HTTP (the PIN and the session cookie "
+                        "cross the LAN in clear)", path=True)
+    tls_key: str = key("", "PEM private key for tls_cert", path=True)
+    max_connections: int = key(64, "open connections at once; at the cap the least recently active idle one is "
+                               "closed, 503 when none is idle", min=8, max=1024)
+    request_timeout_s: float = key(5.0, "whole-request deadline: TLS handshake, headers and body must arrive "
+                                   "within it, else 408 and close (seconds)", min=1, max=60)
 
 
 @dataclass(frozen=True)
@@ -321,12 +355,14 @@ class Config:
     staff: StaffSection = field(default_factory=StaffSection)
     simulation: SimulationSection = field(default_factory=SimulationSection)
     source_path: str = ""
+    #: `section.key` (and `section`) -> line in the file, for preflight messages; {} when built in code.
+    key_lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def simulated(self) -> bool:
-        return (self.camera.source == "replay" and self.thermometer.source == "scripted"
-                and self.indicators.source == "mock")
+        """True only when the file says `[checkpoint] mode = "simulated"`."""
+        return self.checkpoint.mode == "simulated"
 
 
 SECTIONS: dict[str, type] = {name: t for name, t in typing.get_type_hints(Config).items()
-                             if name != "source_path"}
+                             if name not in ("source_path", "key_lines")}

@@ -17,12 +17,11 @@ In the lane, `Decoder.new_codes` adds:
   no code, is not decoded at all (an idle lane then costs about one decode per `gate_max_skip_s`);
 - presentation hints: a scene that stays too dark, saturated (glare) or shows a code-like region
   too faint to read sets `Decoder.hint` (for the kiosk) and logs it, at most once a minute.
-Payloads are never logged; `payload_tag` gives a short SHA-256 prefix for logs.
+Payloads are never logged; `payload_tag` gives a short keyed hash (HMAC-SHA256) for logs.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections import Counter
@@ -35,6 +34,7 @@ import cv2
 import numpy as np
 from pyzbar.wrapper import ZBarSymbol
 
+from scanner import device_secret
 from scanner.decode_engines import (
     Polygon,
     ZbarEngine,
@@ -69,8 +69,9 @@ HINT_TEXT = {
 
 
 def payload_tag(payload: bytes) -> str:
-    """A short, stable token for logs: the payload itself may be personal data."""
-    return hashlib.sha256(payload).hexdigest()[:12]
+    """12 hex for logs, keyed with the device secret (scanner/device_secret.py): the payload
+    may be an ID number, which an unkeyed hash would give away."""
+    return device_secret.payload_tag(payload)
 
 
 @dataclass(frozen=True)
@@ -263,7 +264,7 @@ class Decoder:
         fresh: list[DecodedCode] = []
         now_in_view: set[bytes] = set()
         for code in codes:
-            key = hashlib.sha256(code.data).digest()
+            key = code.data  # in memory only, for the dedup window
             if key in now_in_view:
                 continue
             now_in_view.add(key)

@@ -43,6 +43,7 @@ OFFSET_C = 2.0  # demo calibration: wrist skin + 2.0 °C = body estimate
 
 DEMO_CONFIG = """
 [checkpoint]
+mode = "simulated"
 id = "DEMO-{kind}"
 device_id = "demo-device"
 kind = "{kind}"

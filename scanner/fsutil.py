@@ -42,11 +42,21 @@ def atomic_write(path: str | Path, data: bytes, mode: int = 0o644) -> None:
     fsync_dir(path.parent)
 
 
-def ensure_writable_dir(directory: str | Path, what: str, config_key: str, error: type[Exception]) -> None:
+def ensure_writable_dir(directory: str | Path, what: str, config_key: str, error: type[Exception], *,
+                        mode: int | None = None) -> None:
     """Create `directory` if needed and check the service can write there; else raise `error`
-    with a one-line message naming the fix (`what`: "outbox directory", "sync state directory")."""
+    with a one-line message naming the fix (`what`: "outbox directory", "sync state directory").
+    `mode` (e.g. 0o700): given to the directory when this call creates it, whatever the umask."""
     directory = Path(directory)
     try:
+        if mode is not None and not directory.exists():
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                directory.mkdir(mode=mode)
+            except FileExistsError:
+                pass  # made by someone else meanwhile: theirs, left as it is
+            else:
+                os.chmod(directory, mode)
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise error(f"cannot create the {what} {directory} ({e.strerror}); fix: create it and give the service "

@@ -13,7 +13,10 @@ from collections.abc import Callable
 from typing import Any
 
 from drivers.base import SensorError, Thermometer
-from scanner.config import Config
+from scanner.config import Config, device_mismatches
+from scanner.errors import ConfigError
+from scanner.locks import lock_lane_devices
+from scanner.numbers import is_finite_number
 from scanner.service import Devices
 
 log = logging.getLogger(__name__)
@@ -80,11 +83,14 @@ class ReopeningThermometer:
     def _call(self, name: str) -> float:
         dev = self._get()
         try:
-            return float(getattr(dev, name)())
+            value = getattr(dev, name)()
         except SensorError:
             raise
         except OSError as e:
             raise SensorError(str(e)) from e
+        if not is_finite_number(value):  # a NaN would compare as "no fever"; the sensor is then at fault
+            raise SensorError(f"{name.replace('_', ' ')} is not a finite number (got {value!r})")
+        return float(value)
 
     def object_temperature(self) -> float:
         return self._call("object_temperature")
@@ -103,7 +109,16 @@ class ReopeningThermometer:
             opener.join(timeout=2)
 
 
+def _refuse_mismatch(cfg: Config) -> None:
+    """No simulated device on a real lane, no real one on a simulated lane, even for a Config
+    built in code with dataclasses.replace (the file check is in scanner.config)."""
+    bad = device_mismatches(cfg)
+    if bad:
+        raise ConfigError([msg for _, msg in bad], cfg.source_path or None)
+
+
 def make_camera(cfg: Config, frames: Any = None) -> Any:
+    _refuse_mismatch(cfg)
     cam = cfg.camera
     if cam.source == "opencv":
         from drivers.camera_opencv import OpenCVCamera
@@ -113,6 +128,8 @@ def make_camera(cfg: Config, frames: Any = None) -> Any:
         from drivers.camera_picamera2 import Picamera2Camera
 
         return Picamera2Camera(cam.csi_index, width=cam.width, height=cam.height, fps=cam.fps)
+    if cam.source != "replay":
+        raise ConfigError([f"camera.source: unknown (got {cam.source!r}); fix: opencv, picamera2 or replay"])
     from drivers.camera_replay import ReplayCamera
 
     return ReplayCamera(frames if frames is not None else cam.replay_path, fps=cam.replay_fps,
@@ -120,6 +137,7 @@ def make_camera(cfg: Config, frames: Any = None) -> Any:
 
 
 def make_thermometer(cfg: Config) -> Thermometer:
+    _refuse_mismatch(cfg)
     th = cfg.thermometer
     if th.source == "mlx90614":
         from drivers.mlx90614 import MLX90614
@@ -134,6 +152,8 @@ def make_thermometer(cfg: Config) -> Thermometer:
             return chip
 
         return ReopeningThermometer(open_chip)
+    if th.source != "scripted":
+        raise ConfigError([f"thermometer.source: unknown (got {th.source!r}); fix: mlx90614 or scripted"])
     from drivers.thermometer_scripted import ScriptedThermometer
 
     sim = cfg.simulation
@@ -146,8 +166,11 @@ def make_thermometer(cfg: Config) -> Thermometer:
 def make_indicators(cfg: Config, pin_factory: Any = None) -> Any:
     from drivers.indicators import GpioIndicators, mock_pin_factory, real_pin_factory
 
+    _refuse_mismatch(cfg)
     ind = cfg.indicators
     if pin_factory is None:
+        if ind.source not in ("mock", "gpio"):
+            raise ConfigError([f"indicators.source: unknown (got {ind.source!r}); fix: gpio or mock"])
         pin_factory = mock_pin_factory() if ind.source == "mock" else real_pin_factory(ind.pin_factory)
     return GpioIndicators(ind.green_pin, ind.red_pin, ind.buzzer_pin, ind.relay_pin or None,
                           active_high=ind.active_high, relay_active_high=ind.relay_active_high,
@@ -157,10 +180,12 @@ def make_indicators(cfg: Config, pin_factory: Any = None) -> Any:
 def open_devices(cfg: Config, *, frames: Any = None, pin_factory: Any = None,
                  thermometer: Thermometer | None = None) -> Devices:
     """Open in order: indicators first (so a later failure can be shown), then thermometer,
-    then camera (opened by the capture thread, which retries). Closers run in reverse."""
-    indicators = make_indicators(cfg, pin_factory)
-    closers = [indicators.close]
+    then camera (opened by the capture thread, which retries). Closers run in reverse. The real
+    I2C bus and GPIO chips are locked first: a second daemon on this Pi gets InUseError."""
+    closers = [lock_lane_devices(cfg, thermometer=thermometer is None, gpio=pin_factory is None)]
     try:
+        indicators = make_indicators(cfg, pin_factory)
+        closers.append(indicators.close)
         thermo = thermometer or make_thermometer(cfg)
         closers.append(thermo.close)
         camera = make_camera(cfg, frames)

@@ -64,7 +64,8 @@ class CredentialSummary:
     code: str
     issuer: str | None = None
     kid: str | None = None  # hex
-    token_hash: str | None = None  # hex, SHA-256(iss || cti)[:16]
+    # hex: signed codes SHA-256(iss || cti)[:16]; online codes HMAC-SHA256(device secret, text)[:16]
+    token_hash: str | None = None
     colour: str | None = None
     village: str | None = None
     grid: str | None = None

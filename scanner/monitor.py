@@ -18,6 +18,7 @@ from typing import Any
 
 COUNTERS = ("passed", "denied", "red_codes", "fevers", "reviews", "overrides")
 PENDING_MAX = 10
+FPS_STALE_S = 2.0  # camera_fps is 0 when no frame came for this long (the capture's stall time)
 
 
 @dataclass
@@ -27,14 +28,18 @@ class _Day:
 
 
 class LaneMonitor:
+    """`pending_window_s`: a REVIEW stays on the pending list (and can be overridden) this long
+    after it was decided; by then the person has gone and a late click must not pass anybody."""
+
     def __init__(self, checkpoint_id: str = "", kind: str = "", recent: int = 50,
                  local_now: Callable[[], datetime] = lambda: datetime.now().astimezone(),
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, pending_window_s: float = 60.0) -> None:
         self.checkpoint_id = checkpoint_id
         self.kind = kind
         self._lock = threading.Lock()
         self._local_now = local_now
         self._mono = monotonic
+        self.pending_window_s = pending_window_s
         self._recent: deque[dict[str, Any]] = deque(maxlen=recent)
         self._pending: deque[dict[str, Any]] = deque(maxlen=PENDING_MAX)
         self._day = _Day(local_now().date().isoformat())
@@ -79,6 +84,9 @@ class LaneMonitor:
             "temperature_c": row.get("temperature_c"), "credential_type": row.get("credential_type"),
             "colour": row.get("colour"), "override_by": row.get("override_by"),
             "override_of": row.get("override_of"),
+            # when it was decided (the lane's monotonic clock, as the record's mono_s), not when
+            # it reached us: a commit that stalled must not make a REVIEW look younger
+            "decided_mono": row["mono_s"] if isinstance(row.get("mono_s"), int | float) else self._mono(),
         }
         with self._lock:
             self._roll_day()
@@ -99,17 +107,24 @@ class LaneMonitor:
             self._last = item
 
     # -- readers -------------------------------------------------------------------------
-    def pending(self, record_id: str | None = None) -> dict[str, Any] | None:
-        """The REVIEW staff would act on: the one named, else the newest."""
+    def _expire_pending(self) -> None:
+        now = self._mono()
+        if any(not now - p["decided_mono"] <= self.pending_window_s for p in self._pending):
+            self._pending = deque((p for p in self._pending if now - p["decided_mono"] <= self.pending_window_s),
+                                  maxlen=PENDING_MAX)
+
+    def pending(self, record_id: str) -> dict[str, Any] | None:
+        """The pending REVIEW with this record id, while its override window lasts; else None."""
         with self._lock:
-            if record_id is None:
-                return dict(self._pending[-1]) if self._pending else None
+            self._expire_pending()
             return next((dict(p) for p in self._pending if p["record_id"] == record_id), None)
 
     def camera_fps(self) -> float:
+        """Frames per second over the last 30 frames seen; 0 once the newest is older than
+        FPS_STALE_S (a camera that stopped does not keep showing its last rate)."""
         with self._lock:
             t = list(self._frame_times)
-        if len(t) < 2 or t[-1] == t[0]:
+        if len(t) < 2 or t[-1] == t[0] or self._mono() - t[-1] > FPS_STALE_S:
             return 0.0
         return round((len(t) - 1) / (t[-1] - t[0]), 1)
 
@@ -121,6 +136,7 @@ class LaneMonitor:
         fps = self.camera_fps()
         with self._lock:
             self._roll_day()
+            self._expire_pending()
             return {
                 "checkpoint_id": self.checkpoint_id, "kind": self.kind,
                 "state": self._state, "state_for_s": round(self._mono() - self._state_since, 1),

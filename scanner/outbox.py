@@ -15,6 +15,15 @@ Disk policy (RECORDS 6.6), run by the maintenance thread:
    `max_page_count` makes `record()` fail and the lane shows FAULT (store.py).
 Free pages are returned to the file system with `incremental_vacuum` when they exceed a
 quarter of the file; otherwise new rows reuse them (fewer writes on the SD card).
+
+Counting: `status()` (every /metrics scrape and staff-page refresh) reads counters kept in step
+by the writers here (scanner/outbox_counts.py), never a count of the whole table. The disk
+ratio it reports is against the smaller of the cap and what the file system still has
+(scanner/outbox_health.py), and it carries this process's write-failure counters.
+
+Readers in the daemon go through `read()`, which hands corruption to the open Store (it
+confirms with quick_check and moves the outbox aside, scanner/store_repair.py) and retries once
+on the fresh outbox.
 """
 
 from __future__ import annotations
@@ -24,18 +33,40 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from scanner.store import connect, select_rows
+from scanner import outbox_counts
+from scanner.outbox_health import FREE_FLOOR_BYTES, capacity_ratio, fs_space, health_of, problems
+from scanner.store_conn import connect, select_rows
+from scanner.store_repair import on_read_error
+
+T = TypeVar("T")
 
 PRUNE_CHUNK = 1000
 ALARM_RATIO = 0.80
 PURGE_RATIO = 0.95
 PURGE_TARGET_RATIO = 0.90
 _CURSOR_RE = re.compile(r"^([0-9a-f]{1,32})\.([0-9]{1,18})$")
+RECOVERY_ALARM_S = 7 * 86400
+
+
+def read(path: str | Path, fn: Callable[[sqlite3.Connection], T], *, readonly: bool = True) -> T:
+    """`fn(conn)` on a connection of its own, closed afterwards. Corruption is reported to the
+    open Store (`on_read_error`); when it moved the outbox aside, `fn` runs once more on the
+    fresh one. Other errors propagate."""
+    for attempt in (0, 1):
+        conn = connect(path, readonly=readonly)
+        try:
+            return fn(conn)
+        except sqlite3.DatabaseError as e:
+            if attempt or not on_read_error(path, e):
+                raise
+        finally:
+            conn.close()
+    raise AssertionError("unreachable")
 
 
 class CursorError(ValueError):
@@ -109,14 +140,16 @@ def mark_delivered(conn: sqlite3.Connection, upto: int, via: str, dead: Iterable
         top = conn.execute("SELECT coalesce(max(seq), 0) FROM passages").fetchone()[0]
         upto = min(upto, top)
         if upto > current:
+            added = 0
             for d in dead:
                 cur = conn.execute("SELECT * FROM passages WHERE seq = ?", (d.seq,))
                 names = [c[0] for c in cur.description]
                 row = cur.fetchone()
                 rec = json.dumps(dict(zip(names, row, strict=True)), ensure_ascii=False) if row else "{}"
-                conn.execute("INSERT OR IGNORE INTO dead_letters VALUES (?, ?, ?, ?, ?)",
-                             (d.seq, d.record_id, d.reason[:500], now, rec))
+                added += conn.execute("INSERT OR IGNORE INTO dead_letters VALUES (?, ?, ?, ?, ?)",
+                                      (d.seq, d.record_id, d.reason[:500], now, rec)).rowcount
             conn.execute("INSERT INTO deliveries VALUES (?, ?, ?)", (upto, now, via))
+            outbox_counts.mark_moved(conn, current, upto, added)
             current = upto
         conn.execute("COMMIT")
     except BaseException:
@@ -139,6 +172,12 @@ def _pages(conn: sqlite3.Connection) -> tuple[int, int, int]:
         q("PRAGMA page_size").fetchone()[0]
 
 
+def used_bytes(conn: sqlite3.Connection) -> int:
+    """Bytes in pages holding data (the file's pages minus its free list)."""
+    count, free, size = _pages(conn)
+    return int((count - free) * size)
+
+
 def used_ratio(conn: sqlite3.Connection, max_bytes: int) -> float:
     if max_bytes <= 0:
         return 0.0
@@ -147,14 +186,18 @@ def used_ratio(conn: sqlite3.Connection, max_bytes: int) -> float:
 
 
 def _delete_upto(conn: sqlite3.Connection, upto: int) -> int:
-    """Delete delivered rows with seq <= upto, at most PRUNE_CHUNK in one transaction; the seq
-    floor is raised first so a seq is never handed out twice."""
+    """Delete delivered rows with seq <= upto (never past the delivery mark), at most PRUNE_CHUNK
+    in one transaction; the seq floor is raised first so a seq is never handed out twice, and
+    the counters follow in the same transaction."""
     conn.execute("BEGIN IMMEDIATE")
     try:
+        upto = min(upto, delivered_upto(conn))
         top = conn.execute("SELECT coalesce(max(seq), 0) FROM passages").fetchone()[0]
         conn.execute("UPDATE meta SET value = max(CAST(value AS INTEGER), ?) WHERE key = 'next_seq'", (top + 1,))
+        outbox_counts.advance(conn)  # every row deleted below is now inside the counted range
         n = conn.execute("DELETE FROM passages WHERE seq IN (SELECT seq FROM passages WHERE seq <= ? "
                          "ORDER BY seq LIMIT ?)", (upto, PRUNE_CHUNK)).rowcount
+        outbox_counts.deleted(conn, n)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -201,17 +244,34 @@ def file_bytes(path: str | Path) -> tuple[int, int]:
     return size(str(path)), size(f"{path}-wal")
 
 
+def advance_counts(conn: sqlite3.Connection) -> None:
+    """Fold the rows written since the last call into the counters (maintenance round): one
+    small write, so `status()` counts at most one round's passages."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        outbox_counts.advance(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 def status(conn: sqlite3.Connection, path: str | Path, max_bytes: int = 0) -> dict[str, Any]:
-    """Everything `queue status` and /metrics report, in one short read transaction."""
+    """Everything `queue status` and /metrics report, in one short read transaction. Every
+    query is a primary-key search or reads the counters: the cost does not grow with the backlog.
+    Keys: records, pending, dead_letters (counts); used_bytes, db_bytes, wal_bytes,
+    fs_free_bytes (bytes, None when unknown); used_ratio (of the cap), disk_ratio (of the cap or
+    the file plus the file system's free space, whichever is smaller); disk_alarm (bool);
+    write_failures_total and the rest of this process's OutboxHealth."""
     q = conn.execute
     conn.execute("BEGIN")
     try:
         mark = delivered_upto(conn)
-        total, top = q("SELECT count(*), coalesce(max(seq), 0) FROM passages").fetchone()
-        pend = q("SELECT count(*) FROM passages WHERE seq > ?", (mark,)).fetchone()[0]
+        top = q("SELECT coalesce(max(seq), 0) FROM passages").fetchone()[0]
+        total, pend, dead = outbox_counts.read(conn, mark)
         oldest = q("SELECT seq, ts_utc FROM passages WHERE seq > ? ORDER BY seq LIMIT 1", (mark,)).fetchone()
         last = q("SELECT at, via FROM deliveries ORDER BY upto_seq DESC LIMIT 1").fetchone()
-        dead = q("SELECT count(*) FROM dead_letters").fetchone()[0]
         meta = dict(q("SELECT key, value FROM meta").fetchall())
         count, free, size = _pages(conn)
     finally:
@@ -225,28 +285,60 @@ def status(conn: sqlite3.Connection, path: str | Path, max_bytes: int = 0) -> di
             oldest_age = max(0.0, time.time() - datetime.fromisoformat(oldest[1]).timestamp())
         except ValueError:
             oldest_age = None
+    used = (count - free) * size
+    fs = fs_space(path)
+    disk_ratio = capacity_ratio(used, db_b, max_bytes, fs)
+    fs_free = fs.free_bytes if fs else None
     return {
         "path": str(path), "outbox_id": meta.get("outbox_id", "0"), "records": total, "max_seq": top,
         "pending": pend, "delivered_upto": mark, "dead_letters": dead,
         "oldest_pending_seq": oldest[0] if oldest else None, "oldest_pending_ts": oldest[1] if oldest else None,
         "oldest_pending_age_s": oldest_age,
         "last_delivery_at": last[0] if last else None, "last_delivery_via": last[1] if last else None,
-        "db_bytes": db_b, "wal_bytes": wal_b, "used_bytes": (count - free) * size, "free_pages": free,
-        "max_bytes": max_bytes, "used_ratio": (count - free) * size / max_bytes if max_bytes else 0.0,
+        "db_bytes": db_b, "wal_bytes": wal_b, "used_bytes": used, "free_pages": free,
+        "max_bytes": max_bytes, "used_ratio": used / max_bytes if max_bytes else 0.0,
+        "fs_free_bytes": fs_free, "fs_readonly": bool(fs and fs.readonly), "disk_ratio": disk_ratio,
+        "disk_alarm": disk_ratio >= ALARM_RATIO or (fs_free is not None and fs_free < FREE_FLOOR_BYTES),
         "recovered_from": meta.get("recovered_from"),
         "recovered_at": float(meta["recovered_at"]) if meta.get("recovered_at") else None,
+        **health_of(path).snapshot(),
     }
 
 
 def queue_health(db_path: str | Path) -> dict[str, Any]:
     """Queue depth and last delivery for a status page, on a read-only connection of its own."""
     try:
-        conn = connect(db_path, readonly=True)
-        try:
-            st = status(conn, db_path)
-        finally:
-            conn.close()
+        st = read(db_path, lambda conn: status(conn, db_path))
     except (sqlite3.Error, OSError) as e:
         return {"queue_depth": None, "last_delivery": None, "store_error": str(e)}
     return {"queue_depth": st["pending"], "last_delivery": st["last_delivery_at"],
-            "oldest_unsent_age_s": st["oldest_pending_age_s"], "dead_letters": st["dead_letters"]}
+            "oldest_unsent_age_s": st["oldest_pending_age_s"], "dead_letters": st["dead_letters"],
+            "write_failures": st["write_failures_total"], "store_error": st["last_write_error"]}
+
+
+def healthz(db_path: str | Path, now: float | None = None) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, body) for /healthz: 503 with `status` "fault" and `reasons` (one line each,
+    with the fix) while the outbox cannot record passages (scanner/outbox_health.py: a failing
+    commit, an unrepaired fault, a read-only or nearly full file system) or cannot be read; else
+    200 with `status` "ok", or "degraded" plus `alarms` for 7 days after a damaged outbox was
+    moved aside (its records wait in the moved copy for `queue export --db`)."""
+    now = time.time() if now is None else now
+
+    def look(conn: sqlite3.Connection) -> dict[str, str]:
+        return dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('recovered_from', 'recovered_at')"))
+
+    reasons = problems(db_path)
+    meta: dict[str, str] = {}
+    try:
+        meta = read(db_path, look)
+    except (sqlite3.Error, OSError) as e:
+        reasons.append(f"the outbox {db_path} cannot be read ({e}); fix: check [store] path and the SD card")
+    if reasons:
+        return 503, {"status": "fault", "reasons": reasons}
+    at = float(meta.get("recovered_at") or 0)
+    if at and now - at < RECOVERY_ALARM_S:
+        return 200, {"status": "degraded", "alarms": [
+            f"a damaged outbox was moved aside to {meta.get('recovered_from')} at "
+            f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(at))}; fix: export its records with "
+            "`checkpoint-scanner queue export --db <moved file>`"]}
+    return 200, {"status": "ok"}

@@ -6,6 +6,12 @@ has everything the checkpoint needs, as soon as a credential alone refuses the p
 the pairing window runs out (then the missing part is the reason: NO_CODE, TEMP_UNAVAILABLE,
 RESIDENCE_MISSING). After a decision the same code, and any measurement, are ignored for the
 cooldown so one person is one record.
+
+One person, one record (CODES.md section 5): all codes of one frame are fed together
+(`on_codes`), so a red health code shown beside a residence code decides once with both; and
+after a decision (early, when a credential alone refused the person, or complete), codes other
+than a new health code that arrive within the cooldown belong to the decided passage and open
+nothing: the residence code a person shows out of habit after the gate already decided.
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ class Passage:
         self._open: _Open | None = None
         self._recent: dict[str, float] = {}  # code key -> decided at
         self._last_decision: float | None = None
+        self._absorb_until = 0.0
+        self.absorbed = 0  # codes taken into an early-decided passage (for the log and tests)
 
     @property
     def active(self) -> bool:
@@ -58,20 +66,46 @@ class Passage:
         return self._open
 
     def _in_cooldown(self, t: float) -> bool:
-        return self._last_decision is not None and t - self._last_decision < self.cooldown_s
+        """Inputs that are not a new health code still belong to the decided passage: for the
+        cooldown after any decision, and after a DENY for the pairing window too (at least):
+        a refused person lingers, shows the residence code after switching apps, holds out a
+        wrist; none of that may open a second passage that staff could then pass."""
+        return self._last_decision is not None and t < self._absorb_until
 
     def on_code(self, t: float, key: str, verification: Any) -> tuple[Outcome | None, bool]:
-        """Feed one newly seen code. `key` identifies the payload (a hash, never the text).
-        Returns (outcome if the passage ended, accepted). A repeat within the cooldown is not
-        accepted: the caller neither signals nor records it."""
+        """Feed one newly seen code: `on_codes` with one item."""
+        outcome, accepted = self.on_codes(t, [(key, verification)])
+        return outcome, bool(accepted)
+
+    def on_codes(self, t: float, items: list[tuple[str, Any]]) -> tuple[Outcome | None, list[str]]:
+        """Feed the newly seen codes of one frame together. `key` identifies a payload (a hash,
+        never the text). Returns (outcome if the passage ended, keys accepted). A repeat within
+        the cooldown, or a code absorbed into the passage just decided early, is not accepted:
+        the caller neither signals nor records it."""
         self._recent = {k: d for k, d in self._recent.items() if t - d < self.cooldown_s}
-        if key in self._recent or (self._open and key in self._open.keys):
-            return None, False
-        p = self._start(t)
-        p.keys.add(key)
-        p.verifications.append(verification)
-        p.last_input = t
-        return self._maybe_finish(t), True
+        accepted: list[str] = []
+        for key, v in items:
+            if key in self._recent or (self._open and key in self._open.keys):
+                continue
+            if self._open is None and self._belongs_to_last(t, v):
+                self._recent[key] = t
+                self.absorbed += 1
+                continue
+            p = self._start(t)
+            p.keys.add(key)
+            p.verifications.append(v)
+            p.last_input = t
+            accepted.append(key)
+        if not accepted:
+            return None, accepted
+        return self._maybe_finish(t), accepted
+
+    def _belongs_to_last(self, t: float, v: Any) -> bool:
+        """Within the cooldown after a decision only a new health code starts a new passage: the
+        residence code (or a payment code) that the same person shows next does not."""
+        if not self._in_cooldown(t):
+            return False
+        return not (policy.is_credential(v) and v.kind in ("health", "dcc", None))
 
     def on_measurement(self, t: float, m: Measurement) -> tuple[Outcome | None, bool]:
         if self._in_cooldown(t) and self._open is None:
@@ -117,9 +151,10 @@ class Passage:
         p = self._open
         assert p is not None
         self._open = None
-        decision = policy.decide(p.verifications, p.measurement, self.rules,
-                                 early=early and p.measurement is None)
+        decision = policy.decide(p.verifications, p.measurement, self.rules, early=early)
         self._last_decision = t
+        hold = max(self.cooldown_s, self.window_s) if decision.verdict.value == "DENY" else self.cooldown_s
+        self._absorb_until = t + hold
         for k in p.keys:
             self._recent[k] = t
         return Outcome(decision, tuple(p.verifications), p.measurement, p.started, t,

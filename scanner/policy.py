@@ -8,6 +8,7 @@ missing code, a missing temperature or a sensor fault can never turn into a gree
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,17 @@ DENY_CODES = frozenset({"SIGNATURE_INVALID", "EXPIRED", "REVOKED", "DENYLISTED",
                         "CLAIMS_INVALID", "SIGNER_NOT_ALLOWED"})
 # Verification codes that mean "we cannot tell here": staff decide.
 REVIEW_CODES = frozenset({"UNKNOWN_SIGNER", "NOT_YET_VALID", "CLOCK_UNTRUSTED", "TRUST_DATA_EXPIRED",
-                          "ONLINE_UNAVAILABLE", "HEALTH_PENDING"})
+                          "TRUST_DATA_STALE", "TRUST_DATA_MISSING", "ONLINE_UNAVAILABLE", "HEALTH_PENDING",
+                          "RECENTLY_DENIED"})
+#: Warning the lane adds to a health code it refused a short while ago (scanner/service.py).
+RECENTLY_DENIED = "RECENTLY_DENIED"
+# Warnings on a VALID verification that withhold a PASS (CODES.md section 3 and 5): trust data the
+# config uses that is past its expiry, past its max age, or was never received. Any *_STALE or
+# *_EXPIRED warning counts; the reason recorded is the family's one code.
+# STATUS_UNAVAILABLE: the status list is there but could not be consulted, as good as missing.
+_WARNING_REASONS = (("TRUST_DATA_MISSING", "TRUST_DATA_MISSING"), ("STATUS_UNAVAILABLE", "TRUST_DATA_MISSING"),
+                    ("_EXPIRED", "TRUST_DATA_EXPIRED"), ("_STALE", "TRUST_DATA_STALE"),
+                    ("RECENTLY_DENIED", "RECENTLY_DENIED"))
 COLOUR_REASON = {"red": "HEALTH_RED", "yellow": "HEALTH_YELLOW"}
 # UNRELIABLE has its own reason: the sensor works but the site does not allow a trustworthy
 # reading (ambient out of range or changing fast), so staff measure by hand, not fix the sensor.
@@ -52,24 +63,39 @@ def is_credential(v: Any) -> bool:
     return v.code != "FORMAT_UNSUPPORTED"
 
 
+def warning_reasons(warnings: Iterable[str]) -> list[str]:
+    """The REVIEW reasons that a verification's trust-data warnings give (may be [])."""
+    warnings = tuple(warnings)
+    out = [reason for marker, reason in _WARNING_REASONS
+           if any(w == marker or w.endswith(marker) for w in warnings)]
+    if "TRUST_DATA_EXPIRED" in out and "TRUST_DATA_STALE" in out:
+        out.remove("TRUST_DATA_STALE")  # past its expiry is past its age too: one reason says it
+    return _unique(out)
+
+
 def credential_reasons(v: Any, rules: CheckpointRules) -> list[str]:
-    """Reasons one verified credential contributes; [] when it is good."""
-    if v.code != "VALID":
-        return [v.code]
-    out: list[str] = []
-    if "TRUST_DATA_EXPIRED" in getattr(v, "warnings", ()):
-        out.append("TRUST_DATA_EXPIRED")
-    if v.kind == "health" and v.colour in COLOUR_REASON:
-        out.append(COLOUR_REASON[v.colour])
-    if v.kind == "residence" and rules.requires_residence and v.village not in rules.villages:
+    """Reasons one verified credential contributes; [] when it is good.
+
+    A colour is only ever set on a verification whose signature held (or that the online check
+    answered), so it is evidence even when the code cannot be fully accepted: a red code on a gate
+    with an untrusted clock, stale trust data or "issued in the future" is DENY HEALTH_RED beside
+    the REVIEW reason, never a REVIEW that staff could pass (CODES.md section 5)."""
+    out: list[str] = [] if v.code == "VALID" else [v.code]
+    out += warning_reasons(getattr(v, "warnings", ()))
+    if v.kind in ("health", "dcc", None) and v.colour is not None and v.colour != "green":
+        # yellow and red, and any colour we do not know: fail closed
+        out.append(COLOUR_REASON.get(v.colour, "HEALTH_RED"))
+    if v.code == "VALID" and v.kind == "residence" and rules.requires_residence and v.village not in rules.villages:
         out.append("RESIDENCE_OTHER_VILLAGE")
-    return out
+    return _unique(out)
 
 
 def decide(verifications: Sequence[Any], measurement: Measurement | None,
            rules: CheckpointRules, *, early: bool = False) -> Decision:
-    """`early`: a credential already refused the person before the temperature was taken;
-    the missing temperature is then not a reason (nobody waited for it)."""
+    """`early`: a credential already refused the person before everything was shown; what was
+    not waited for (the temperature, the residence code) is then not a reason.
+
+    Returns every reason that applied, strictest first; PASS (`OK`) only when nothing did."""
     creds = [v for v in verifications if is_credential(v)]
     reasons: list[str] = []
     for v in creds:
@@ -78,16 +104,16 @@ def decide(verifications: Sequence[Any], measurement: Measurement | None,
     health = [v for v in creds if v.kind == "health" or v.kind is None]
     if not health:
         reasons.append("NO_CODE")
-    if rules.requires_residence and not any(v.kind == "residence" for v in creds):
+    if rules.requires_residence and not early and not any(v.kind == "residence" for v in creds):
         reasons.append("RESIDENCE_MISSING")
     if measurement is None:
         if not early:
             reasons.append("TEMP_UNAVAILABLE")
     elif measurement.status is not TempStatus.OK:
-        reasons.append(TEMP_REASON[measurement.status])
-    elif measurement.body_c is None:
-        reasons.append("TEMP_UNAVAILABLE")
-    elif measurement.body_c >= rules.fever_threshold_c:
+        reasons.append(TEMP_REASON.get(measurement.status, "TEMP_UNAVAILABLE"))
+    elif not _finite(measurement.body_c) or not _finite(rules.fever_threshold_c):
+        reasons.append("TEMP_UNAVAILABLE")  # NaN compares False both ways: never let it reach `<`
+    elif not measurement.body_c < rules.fever_threshold_c:  # type: ignore[operator]
         reasons.append("FEVER")
     reasons = _unique(reasons)
     if not reasons:
@@ -103,6 +129,10 @@ def early_deny(verifications: Iterable[Any], rules: CheckpointRules) -> bool:
     temperature, and staff see the red light at once."""
     return any(_verdict_for(r) is Verdict.DENY
                for v in verifications if is_credential(v) for r in credential_reasons(v, rules))
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _unique(items: list[str]) -> list[str]:

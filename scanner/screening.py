@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 from scanner.models import Measurement, TempStatus
 
+UNCALIBRATED = "uncalibrated"  # [thermometer] calibration_version until `calibrate` writes one
+
 
 @dataclass(frozen=True)
 class ScreeningRules:
@@ -40,10 +42,14 @@ class ScreeningRules:
     ambient_rate_window_s: float = 60.0
     stuck_after_s: float = 120.0
     fault_after: int = 5
+    #: A real gate must be calibrated: a raw wrist or forehead reading runs degrees below the body
+    #: temperature, so an uncalibrated mapping would wave every fever through (UNRELIABLE instead).
+    require_calibration: bool = False
 
     @classmethod
-    def from_config(cls, th: object) -> ScreeningRules:
-        return cls(**{f: getattr(th, f) for f in cls.__dataclass_fields__})
+    def from_config(cls, th: object, *, real_lane: bool = False) -> ScreeningRules:
+        values = {f: getattr(th, f) for f in cls.__dataclass_fields__ if f != "require_calibration"}
+        return cls(**values, require_calibration=real_lane)
 
 
 def calibrate(object_c: float, ambient_c: float, rules: ScreeningRules) -> float:
@@ -184,7 +190,10 @@ class Screener:
         body = round(calibrate(obj, amb, r), 1)
         unreliable = ""
         rate = self.ambient_rate()
-        if not (r.ambient_min_c <= amb <= r.ambient_max_c):
+        if r.require_calibration and r.calibration_version == UNCALIBRATED:
+            unreliable = ("thermometer not calibrated: run `checkpoint-scanner calibrate` against a reference "
+                          "thermometer before this gate screens people")
+        elif not (r.ambient_min_c <= amb <= r.ambient_max_c):
             unreliable = f"ambient {amb:.1f} °C outside {r.ambient_min_c}..{r.ambient_max_c}"
         elif rate is not None and rate > r.ambient_max_rate_c_per_min:
             unreliable = (f"ambient changing {rate:.1f} °C/min > {r.ambient_max_rate_c_per_min} "

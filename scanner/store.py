@@ -13,17 +13,35 @@ Rows are ordered by `seq`, never by the wall clock (the Pi has no RTC). `seq` is
 `meta.next_seq` is a floor that pruning raises before it deletes, and the writer starts from
 max(floor, largest seq + 1), so a commit writes two pages (row + record_id index) and not a
 third for a counter. `record_id` is a UUID made before the insert and UNIQUE, so inserting the
-same record twice is harmless. Nothing personal is stored (CODES.md section 7).
+same record twice is harmless. Nothing personal is stored (CODES.md section 7). The schema is
+in scanner/store_migrations.py.
 
 Corruption: `PRAGMA quick_check` at every open. A damaged outbox is moved aside together with
 its -wal and -shm into `corrupt-<time>/` next to it (never deleted: it is evidence and may
 still be readable with `queue export --db`), a fresh outbox starts, an alarm is logged and
-kept in the fresh outbox's meta for /metrics. The same happens if a write meets corruption.
+kept in the fresh outbox's meta for /metrics. The same happens at run time: when a write meets
+corruption, and when a reader in this process does (`on_read_error`: the pull API, /metrics,
+the staff page, the maintenance thread's idle `quick_check`) and a quick_check confirms it.
+
+Files removed underneath (scanner/store_files.py): before and after each commit the paths of
+the database and its -wal must still name the files opened. If not, the passage fails with
+StoreError (the lane shows FAULT, no verdict) and the outbox is reopened safely: a lost -wal
+is checkpointed through the open connection (which still reads it) into the database file; a
+lost database is copied from the open connection (SQLite backup API) to a new file at the
+path. Until that has worked every `record()` fails. A passage whose commit raced the removal
+is in the outbox but was shown as FAULT.
 
 Disk: `max_bytes` becomes `PRAGMA max_page_count` on the capture connection. When the file
 is full and pruning delivered rows cannot make room, `record()` raises StoreError and the
 lane shows FAULT: nothing undelivered is ever dropped, and nothing is acknowledged that was
-not written. Pruning and the delivery mark live in scanner/outbox.py.
+not written. Every failed commit is counted in the outbox's health (scanner/outbox_health.py:
+/healthz, /metrics). Pruning and the delivery mark live in scanner/outbox.py.
+
+Files are 0600 and a directory created here 0700 (scanner/store_files.py).
+
+One writer: `Store.open` holds an exclusive flock on `<outbox>.lock` (scanner/locks.py) until
+`close()`; a second daemon on the same `[store] path` stops with one line naming the first's PID.
+Read-only tools and side connections (`connect()`) take no lock and keep working beside it.
 """
 
 from __future__ import annotations
@@ -31,11 +49,10 @@ from __future__ import annotations
 import json
 import logging
 import operator
-import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -43,152 +60,36 @@ from typing import Any
 import sqlite_utils
 
 from scanner.errors import StoreError
-from scanner.fsutil import ensure_writable_dir, fsync_dir
+from scanner.fsutil import ensure_writable_dir
+from scanner.locks import HeldLock, lock_outbox
 from scanner.models import PassageRecord
+from scanner.outbox_health import OutboxHealth, health_of
+from scanner.store_conn import (
+    BUSY_TIMEOUT_MS,
+    COMMIT_LATENCY,
+    CommitLatency,
+    connect,
+    decode_row,
+    is_corruption,
+    new_record_id,
+    select_rows,
+)
+from scanner.store_files import DIR_MODE, FileIds, file_ids, move_aside, prepare
+from scanner.store_migrations import MIGRATIONS, PASSAGE_COLUMNS
+from scanner.store_repair import Repairs, check_integrity, on_read_error, open_store, register, unregister
+
+__all__ = ["BUSY_TIMEOUT_MS", "COMMIT_LATENCY", "MIGRATIONS", "PASSAGE_COLUMNS", "CommitLatency", "Store",
+           "check_integrity", "connect", "decode_row", "is_corruption", "new_record_id", "on_read_error",
+           "open_store", "select_rows"]
 
 log = logging.getLogger(__name__)
 
-PASSAGE_COLUMNS: dict[str, type] = {
-    "seq": int, "record_id": str, "device_id": str, "checkpoint_id": str, "checkpoint_kind": str,
-    "ts_utc": str, "clock_trusted": int, "boot_id": str, "mono_s": float, "verdict": str,
-    "reasons": str, "credentials": str, "credential_type": str, "issuer": str, "kid": str,
-    "token_hash": str, "colour": str, "temperature_c": float, "object_c": float, "ambient_c": float,
-    "temp_status": str, "calibration_version": str, "residence_village": str,
-    "residence_grid": str, "trust_version": int, "override_by": str, "override_verdict": str,
-    "latency_ms": float, "delivered_at": str,
-}
-# `delivered_at` (migration 001) is unused: delivery is one mark per batch (outbox.py), which
-# writes one page per batch instead of rewriting every delivered row.
 _RECORD_FIELDS = [f.name for f in fields(PassageRecord) if f.name != "extra"]
 _INSERT_SQL = (f"INSERT INTO passages (seq, {', '.join(_RECORD_FIELDS)}) VALUES "
                f"({', '.join('?' * (len(_RECORD_FIELDS) + 1))}) ON CONFLICT(record_id) DO NOTHING")
 _GET_FIELDS = operator.attrgetter(*_RECORD_FIELDS)
 _I_REASONS, _I_CREDENTIALS, _I_CLOCK = (_RECORD_FIELDS.index(n) for n in ("reasons", "credentials", "clock_trusted"))
-_CORRUPT_CODES = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
-BUSY_TIMEOUT_MS = 5000
 PAGE_SIZE = 1024
-
-
-def _m001_passages(db: sqlite_utils.Database) -> None:
-    passages, meta = db.table("passages"), db.table("meta")
-    passages.create(PASSAGE_COLUMNS, pk="seq", not_null={"record_id", "verdict", "ts_utc"})
-    passages.create_index(["record_id"], unique=True)
-    meta.create({"key": str, "value": str}, pk="key")
-    meta.insert({"key": "next_seq", "value": "1"})
-
-
-def _m002_delivery(db: sqlite_utils.Database) -> None:
-    """One row per delivered batch (push, pull ack or export); the largest `upto_seq` is the
-    mark shared by push and pull. Dead letters keep a copy of the record and the reason."""
-    db.execute("CREATE TABLE deliveries (upto_seq INTEGER PRIMARY KEY, at REAL NOT NULL, via TEXT NOT NULL)")
-    db.execute("CREATE TABLE dead_letters (seq INTEGER PRIMARY KEY, record_id TEXT NOT NULL, "
-               "reason TEXT NOT NULL, at REAL NOT NULL, record TEXT NOT NULL)")
-    db.execute("INSERT OR IGNORE INTO meta VALUES ('outbox_id', lower(hex(randomblob(6))))")
-    db.execute("INSERT OR IGNORE INTO meta VALUES ('created_at', ?)", (str(time.time()),))
-
-
-def _m003_incremental_vacuum(db: sqlite_utils.Database) -> None:
-    """Deleted rows leave free pages; INCREMENTAL lets pruning give them back without a full
-    VACUUM. A new outbox is created with it; an older one is rebuilt once (outside a tx)."""
-    if db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
-        db.execute("PRAGMA auto_vacuum=INCREMENTAL")
-        db.execute("VACUUM")
-
-
-def _m004_override_of(db: sqlite_utils.Database) -> None:
-    """Staff overrides point at the REVIEW record they overrule (PassageRecord.override_of)."""
-    db.execute("ALTER TABLE passages ADD COLUMN override_of TEXT")
-
-
-def _m005_bundle_versions(db: sqlite_utils.Database) -> None:
-    """CODES.md section 7: every passage names the versions of *all* trust data in force
-    (trust list, status list, policy), so the centre can tell which revocations it knew."""
-    db.execute("ALTER TABLE passages ADD COLUMN status_version INTEGER")
-    db.execute("ALTER TABLE passages ADD COLUMN policy_version INTEGER")
-
-
-# Named migrations, applied in order, each once; never edit one that has shipped.
-# (name, function, runs inside a transaction)
-MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None], bool]] = [
-    ("001_passages", _m001_passages, True),
-    ("002_delivery_and_dead_letters", _m002_delivery, True),
-    ("003_incremental_vacuum", _m003_incremental_vacuum, False),
-    ("004_override_of", _m004_override_of, True),
-    ("005_bundle_versions", _m005_bundle_versions, True),
-]
-
-
-_last_id_ms = 0
-_id_lock = threading.Lock()
-
-
-def new_record_id() -> str:
-    """A time-ordered UUID-like id (48-bit milliseconds + 80 random bits, 32 hex), made before
-    the insert. Unique like uuid4, but consecutive passages land on the same record_id index
-    page, so a WAL checkpoint writes fewer distinct pages (less SD wear) than random uuid4."""
-    global _last_id_ms
-    with _id_lock:
-        ms = max(int(time.time() * 1000), _last_id_ms)  # never backwards within a process
-        _last_id_ms = ms
-    return f"{ms & 0xFFFFFFFFFFFF:012x}{os.urandom(10).hex()}"
-
-
-def is_corruption(e: BaseException) -> bool:
-    return isinstance(e, sqlite3.DatabaseError) and getattr(e, "sqlite_errorcode", None) in _CORRUPT_CODES
-
-
-def connect(path: str | Path, *, readonly: bool = False, synchronous: str = "NORMAL") -> sqlite3.Connection:
-    """A side connection (uploader, API request, maintenance, CLI). Cheap to open, so callers
-    open one per unit of work and never hold a read transaction across network I/O."""
-    p = Path(path)
-    if readonly:
-        if not p.exists():
-            raise StoreError(f"no outbox at {p}; fix: check [store] path in the config, or give --db FILE")
-        conn = sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
-                               check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA query_only=ON")
-    else:
-        conn = sqlite3.connect(str(p), timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False,
-                               isolation_level=None)
-        conn.execute(f"PRAGMA synchronous={synchronous}")
-        conn.execute("PRAGMA journal_size_limit=8388608")
-        conn.execute("PRAGMA secure_delete=OFF")
-    return conn
-
-
-def decode_row(names: list[str], r: tuple[Any, ...]) -> dict[str, Any]:
-    d = dict(zip(names, r, strict=True))
-    d.pop("delivered_at", None)
-    d["reasons"] = json.loads(d["reasons"])
-    d["credentials"] = json.loads(d["credentials"] or "[]")
-    d["clock_trusted"] = bool(d["clock_trusted"])
-    return d
-
-
-def select_rows(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[dict[str, Any]]:
-    cur = conn.execute("SELECT * FROM passages WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit))
-    names = [d[0] for d in cur.description]
-    return [decode_row(names, r) for r in cur.fetchall()]
-
-
-class CommitLatency:
-    """Histogram of record() commit times (fsync included), for /metrics."""
-
-    BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
-
-    def __init__(self) -> None:
-        self.counts = [0] * (len(self.BUCKETS_S) + 1)
-        self.total_s = 0.0
-        self.n = 0
-
-    def observe(self, s: float) -> None:
-        i = next((i for i, b in enumerate(self.BUCKETS_S) if s <= b), len(self.BUCKETS_S))
-        self.counts[i] += 1
-        self.total_s += s
-        self.n += 1
-
-
-COMMIT_LATENCY = CommitLatency()
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
@@ -197,21 +98,6 @@ def _rollback(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
     except sqlite3.Error:
         pass
-
-
-def _move_aside(p: Path, why: str) -> Path:
-    """Move the db, -wal and -shm together into corrupt-<time>/ beside it (RECORDS 2.1: never
-    separate a hot WAL from its database). Also collects a stray -wal/-shm left by an
-    interrupted move, so a fresh database never replays a WAL that is not its own."""
-    dest = p.parent / f"corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
-    dest.mkdir(exist_ok=True)
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        src = Path(str(p) + suffix)
-        if src.exists():
-            os.replace(src, dest / (p.name + suffix))
-    fsync_dir(p.parent)
-    (dest / "REASON.txt").write_text(f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} {why}\n", encoding="utf-8")
-    return dest
 
 
 class _Tx:
@@ -242,50 +128,79 @@ class _Tx:
             self.store._lock.release()
 
 
-class Store:
+class Store(Repairs):
     """The capture side of the outbox: one connection, FULL sync, used by the lane thread."""
 
     def __init__(self, conn: sqlite3.Connection, path: str) -> None:
         self.conn = conn
         self.path = path
         self.db = sqlite_utils.Database(conn)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: a repair holds it across _note_recovery's _tx
         self._next_seq = 1
         self.max_bytes = 0
         self.auto_recover = True
         self.recovered_from: str | None = None
+        self._moved: Path | None = None
+        self._file_lock: HeldLock | None = None
+        self._ids: FileIds | None = None
+        self._generation = 0  # bumped by every repair: a second reader's report is then moot
+        self.health: OutboxHealth = health_of(path)
 
     @classmethod
-    def open(cls, path: str | Path, *, max_bytes: int = 0, recover: bool = True) -> Store:
+    def open(cls, path: str | Path, *, max_bytes: int = 0, recover: bool = True, lock: bool = True) -> Store:
         """Open (or create) the outbox. With `recover`, a corrupt outbox is moved aside and a
-        fresh one started (the daemon); without, it raises StoreError (read-only tools)."""
+        fresh one started (the daemon); without, it raises StoreError (read-only tools).
+
+        A Store is the outbox's one writer: with `lock` (the default) it holds an exclusive
+        flock on `<path>.lock` (scanner/locks.py) until `close()`, taken before anything else
+        touches the files, so a second daemon neither interleaves sequence numbers nor moves
+        the first one's outbox aside; it gets OutboxInUseError naming the holder's PID.
+        Side connections (`connect()`: CLI, API, uploader) take no lock."""
         p = Path(path)
-        ensure_writable_dir(p.parent, "outbox directory", "[store] path", StoreError)
+        ensure_writable_dir(p.parent, "outbox directory", "[store] path", StoreError, mode=DIR_MODE)
+        held = lock_outbox(p) if lock else None
+        try:
+            store = cls._open_recovering(p, recover)
+        except BaseException:
+            if held is not None:
+                held.release()
+            raise
+        store._file_lock = held
+        store.max_bytes = max_bytes
+        store.auto_recover = recover
+        store._apply_cap()
+        if store._moved is not None:
+            store._note_recovery(store._moved)
+        for kind in ("corrupt", "files"):  # checked (and moved aside if need be) just now
+            store.health.clear_fault(kind)
+        if lock:
+            register(store)  # readers of this process report corruption to it (store_repair.py)
+        log.info("event=outbox_open path=%s %s", p, " ".join(f"{k}={v}" for k, v in store.settings().items()))
+        return store
+
+    @classmethod
+    def _open_recovering(cls, p: Path, recover: bool) -> Store:
         moved: Path | None = None
         if recover and not p.exists() and any(Path(str(p) + s).exists() for s in ("-wal", "-shm")):
-            moved = _move_aside(p, "stray -wal/-shm without a database (interrupted move)")
+            moved = move_aside(p, "stray -wal/-shm without a database (interrupted move)")
         try:
             store = cls._open_checked(p)
         except StoreError as e:
             if not recover or not getattr(e, "corrupt", False):
                 raise
-            moved = _move_aside(p, str(e))
+            moved = move_aside(p, str(e))
             log.error("event=outbox_corrupt action=moved_aside moved_to=%s detail=%r; a fresh outbox "
                       "starts; fix: keep the moved files, export them with `checkpoint-scanner queue export "
                       "--db %s`", moved, str(e), moved / p.name)
             store = cls._open_checked(p)
-        store.max_bytes = max_bytes
-        store.auto_recover = recover
-        store._apply_cap()
-        if moved is not None:
-            store._note_recovery(moved)
-        log.info("event=outbox_open path=%s %s", p, " ".join(f"{k}={v}" for k, v in store.settings().items()))
+        store._moved = moved
         return store
 
     @classmethod
     def _open_checked(cls, p: Path) -> Store:
         conn: sqlite3.Connection | None = None
         try:
+            prepare(p)  # 0600 before SQLite opens it: the -wal and -shm take its mode
             conn = sqlite3.connect(str(p), timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False,
                                    isolation_level=None)
             if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
@@ -318,6 +233,8 @@ class Store:
         floor = int(conn.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0])
         top = conn.execute("SELECT max(seq) FROM passages").fetchone()[0] or 0
         store._next_seq = max(floor, top + 1)
+        prepare(p)  # the -wal and -shm now exist: narrow any an older version left wide
+        store._ids = file_ids(p)  # the connection has both open now (quick_check read through the WAL)
         return store
 
     def _migrate(self) -> None:
@@ -380,19 +297,28 @@ class Store:
         raise sqlite3.IntegrityError("sequence number conflict persists")
 
     def record(self, rec: PassageRecord) -> int:
-        """Commit one passage and return its seq. Raises StoreError (full disk, I/O error):
-        the caller must then show FAULT, not the verdict, since nothing was recorded."""
+        """Commit one passage and return its seq. Raises StoreError (full disk, I/O error, the
+        outbox's files removed underneath): the caller must then show FAULT, not the verdict.
+        Every failure is counted in `self.health` (/healthz, /metrics)."""
         values = self._values(rec)
         try:
-            return self._insert(values, rec.record_id)
-        except sqlite3.Error as e:
-            if is_corruption(e) and self.auto_recover:
+            self._check_files()
+            try:
+                seq = self._insert(values, rec.record_id)
+            except sqlite3.Error as e:
+                if not (is_corruption(e) and self.auto_recover):
+                    raise self._write_error(e) from None
                 self._recover(str(e))
                 try:
-                    return self._insert(values, rec.record_id)
+                    seq = self._insert(values, rec.record_id)
                 except sqlite3.Error as e2:
-                    e = e2
-            raise self._write_error(e) from None
+                    raise self._write_error(e2) from None
+            self._check_files()
+        except StoreError as e:
+            self.health.write_failed(str(e))
+            raise
+        self.health.write_ok()
+        return seq
 
     def _write_error(self, e: sqlite3.Error) -> StoreError:
         if getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
@@ -403,24 +329,38 @@ class Store:
         return StoreError(f"could not record the passage in {self.path} ({e}); fix: check free disk "
                           "space (df -h) and the SD card")
 
+    def _adopt(self, fresh: Store) -> None:
+        self.conn, self.db, self._next_seq, self._ids = fresh.conn, fresh.db, fresh._next_seq, fresh._ids
+        self._generation += 1
+        self._apply_cap()
+
     def _recover(self, why: str) -> None:
-        """Corruption met while writing: the same as at start, without a restart."""
+        """Corruption met at run time: the same as at start, without a restart."""
         p = Path(self.path)
         with self._lock:
             try:
                 self.conn.close()
             except sqlite3.Error:
                 pass
-            moved = _move_aside(p, why)
-        log.error("event=outbox_corrupt action=moved_aside moved_to=%s detail=%r; a fresh outbox starts",
-                  moved, why)
-        fresh = Store._open_checked(p)
-        self.conn, self.db, self._next_seq = fresh.conn, fresh.db, fresh._next_seq
-        self._apply_cap()
-        self._note_recovery(moved)
+            moved = move_aside(p, why)
+            log.error("event=outbox_corrupt action=moved_aside moved_to=%s detail=%r; a fresh outbox starts; fix: "
+                      "export the moved records with `checkpoint-scanner queue export --db %s`", moved, why,
+                      moved / p.name)
+            self._adopt(Store._open_checked(p))
+            self._note_recovery(moved)
 
+    # -- reads ---------------------------------------------------------------------------
     def rows(self, after_seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
-        return select_rows(self.conn, after_seq, limit)
+        """Rows after `after_seq` on the writer's connection (under its lock: a repair in
+        another thread swaps the connection). Corruption is confirmed, moved aside, retried."""
+        try:
+            with self._lock:
+                return select_rows(self.conn, after_seq, limit)
+        except sqlite3.DatabaseError as e:
+            if not (is_corruption(e) and self.auto_recover and self.recover_if_corrupt(f"a read met corruption ({e})")):
+                raise
+            with self._lock:
+                return select_rows(self.conn, after_seq, limit)
 
     def iter_all(self, batch: int = 1000) -> Iterator[dict[str, Any]]:
         after = 0
@@ -444,9 +384,12 @@ class Store:
                 "max_bytes": self.max_bytes, "sqlite": sqlite3.sqlite_version}
 
     def close(self) -> None:
+        unregister(self)
         with self._lock:
             try:
                 self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error:
                 pass
             self.conn.close()
+            if self._file_lock is not None:
+                self._file_lock.release()

@@ -10,7 +10,15 @@ PY="${PYTHON:-python3}"
 say() { printf '[setup] %s\n' "$*" >&2; }
 die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 
-have_zbar() { ldconfig -p 2>/dev/null | grep -q 'libzbar\.so'; }
+# Not `ldconfig -p | grep -q ...`: grep -q (and GNU grep writing to /dev/null) exits at the
+# first match, ldconfig then dies of SIGPIPE writing the rest, and pipefail turns the match into
+# a failure (about 8 % of runs said zbar was missing). Capture the whole output, then match.
+# ldconfig is in /sbin, which is not on an ordinary user's PATH on Debian.
+have_zbar() {
+    local libs
+    libs="$(PATH="$PATH:/sbin:/usr/sbin" ldconfig -p 2>/dev/null || true)"
+    [[ "$libs" == *libzbar.so* ]]
+}
 
 SUDO=""
 if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi

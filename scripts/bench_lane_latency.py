@@ -44,6 +44,7 @@ from scanner.store import Store  # noqa: E402
 
 TOML = """
 [checkpoint]
+mode = "simulated"
 id = "BENCH-1"
 [camera]
 source = "replay"

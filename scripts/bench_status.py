@@ -138,6 +138,8 @@ def main() -> int:
         server.content.bundles["snapshot"] = raw
         server.content.status_version, server.content.status_total = 1, total
         cfg = parse_config(f"""
+[checkpoint]
+mode = "simulated"
 [camera]
 source = "replay"
 replay_path = "x"

@@ -8,7 +8,9 @@ Routes (scanner/sync/trust_sync.py):
 
 Faults, per route ("trust", "policy", "snapshot", "diff", "verify"), for `times` requests or
 until cleared: wrong_signature, older (serves `body`), truncated, 500, slow, huge (no length,
-endless), huge_declared (Content-Length: 10 GiB), wrong_content_type.
+endless), huge_declared (Content-Length: 10 GiB), wrong_content_type, resume_flood (every answer
+"resumes" from the Range asked, claims more than it sends and cuts off; `total` is the
+Content-Range's complete length: "" for an honest-looking one, "*" for unknown).
 
 `Centre` signs what the server serves, with the demo anchor of a keygen directory.
 """
@@ -44,6 +46,8 @@ class Fault:
     times: int | None = None  # None: until cleared
     body: bytes = b""
     delay_s: float = 3.0
+    total: str = ""
+    chunk: int = 600 * 1024
 
 
 @dataclass
@@ -210,6 +214,25 @@ class RefServer:
             try:
                 for _ in range(4096):  # 256 MiB at most; the client hangs up long before
                     h.wfile.write(chunk)
+            except OSError:
+                pass
+            h.close_connection = True
+        elif f.mode == "resume_flood":
+            rng = h.headers.get("Range", "")
+            first = int(rng[6:].split("-")[0]) if rng.startswith("bytes=") else 0
+            declared = f.chunk + f.chunk // 2
+            h.send_response(206 if first else 200)
+            h.send_header("Content-Type", ctype)
+            h.send_header("Content-Length", str(declared))
+            h.send_header("ETag", '"flood"')
+            if first:
+                total = f.total or str(first + 4 * f.chunk)
+                h.send_header("Content-Range", f"bytes {first}-{first + declared - 1}/{total}")
+            h.send_header("Connection", "close")
+            h.end_headers()
+            try:
+                h.wfile.write(b"\xa5" * f.chunk)
+                h.wfile.flush()
             except OSError:
                 pass
             h.close_connection = True

@@ -290,7 +290,8 @@ def test_picamera2_stall_is_a_fault_and_the_camera_is_reopened() -> None:
 
 
 def test_config_picks_picamera2_without_importing_it(tmp_path: Any) -> None:
-    cfg = parse_config('[camera]\nsource = "picamera2"\ncsi_index = 1\nwidth = 1280\nheight = 720\n',
+    cfg = parse_config('[checkpoint]\nmode = "real"\n'
+                       '[camera]\nsource = "picamera2"\ncsi_index = 1\nwidth = 1280\nheight = 720\n',
                        str(tmp_path / "c.toml"))
     cam = hardware.make_camera(cfg)
     assert isinstance(cam, Picamera2Camera)

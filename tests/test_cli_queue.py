@@ -32,7 +32,8 @@ from scanner.sync.uploader import SyncState
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "pull-token-0123456789abcdef"
-BASE = "[simulation]\nbootstrap = true\n"  # the smallest valid config: simulated devices
+# the smallest valid config: simulated devices
+BASE = "[checkpoint]\nmode = \"simulated\"\n[simulation]\nbootstrap = true\n"
 
 
 def rec() -> PassageRecord:

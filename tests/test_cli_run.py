@@ -57,9 +57,13 @@ def test_missing_trust_list_is_one_line(tmp_path: Path) -> None:
     cfg = sim_config(tmp_path, **{"bootstrap = true": "bootstrap = false",
                                   'replay_path = "': f'replay_path = "{tmp_path}" #'})
     r = cli("run", "--config", str(cfg), "--duration", "1")
-    assert r.returncode == 1, r.stderr
-    err = [x for x in r.stderr.splitlines() if x.startswith("error:")]
-    assert len(err) == 1 and "trust" in err[0].lower() and "Traceback" not in r.stderr
+    assert r.returncode == 2, r.stderr  # refused before anything starts, as check-config refuses it
+    err = [x.strip() for x in r.stderr.splitlines() if x.startswith("  line")]
+    assert len(err) == 2 and "Traceback" not in r.stderr  # both missing files at once, in file order
+    assert "trust.trust_list: cannot read" in err[0] and "trust.anchor_cert: anchor certificate not found" in err[1]
+    assert str(cfg) in r.stderr.splitlines()[0]
+    check = cli("check-config", str(cfg))
+    assert check.returncode == 2 and check.stderr == r.stderr
 
 
 def test_tampered_trust_list_is_refused(tmp_path: Path, keyset: KeySet) -> None:
@@ -70,22 +74,22 @@ def test_tampered_trust_list_is_refused(tmp_path: Path, keyset: KeySet) -> None:
     (keys / "trust-list.cose").write_bytes(bytes(data))
     cfg = sim_config(tmp_path)
     r = cli("run", "--config", str(cfg), "--duration", "1")
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert "Traceback" not in r.stderr
-    assert any(x.startswith("error:") and "trust list" in x for x in r.stderr.splitlines()), r.stderr
+    assert any("trust.trust_list: " in x and "does not verify" in x for x in r.stderr.splitlines()), r.stderr
 
 
 def test_camera_path_that_does_not_exist_keeps_the_lane_up_and_says_why(tmp_path: Path, keyset: KeySet) -> None:
     shutil.copytree(keyset.directory, tmp_path / "keys")
     cfg = tmp_path / "cam.toml"
     cfg.write_text(f"""
+[checkpoint]
+mode = "real"
 [camera]
 source = "opencv"
 device = "/dev/v4l/by-id/usb-no-such-camera-video-index0"
 [thermometer]
-source = "scripted"
-[indicators]
-source = "mock"
+i2c_bus = 19
 [trust]
 trust_list = "{tmp_path}/keys/trust-list.cose"
 anchor_cert = "{tmp_path}/keys/anchor.pem"
@@ -94,7 +98,12 @@ path = "{tmp_path}/o.db"
 [log]
 format = "text"
 """)
-    r = cli("run", "--config", str(cfg), "--duration", "2.5")
+    # A real lane on a machine without GPIO: only the pins are swapped for gpiozero's mock ones,
+    # the I2C bus does not exist (thermometer FAULT), the camera does not either.
+    r = subprocess.run([sys.executable, "-c", "import sys, drivers.indicators as d; "
+                        "d.real_pin_factory = lambda name: d.mock_pin_factory(); from scanner.cli import main; "
+                        "sys.exit(main(sys.argv[1:]))", "run", "--config", str(cfg), "--duration", "2.5"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
     faults = [x for x in r.stderr.splitlines() if "camera_fault" in x]
@@ -107,8 +116,9 @@ def test_unwritable_database_directory_is_one_line(tmp_path: Path) -> None:
     blocker.write_text("a file where a directory should be")
     cfg = sim_config(tmp_path, **{f'path = "{tmp_path}/sim/outbox.db"': f'path = "{blocker}/sub/outbox.db"'})
     r = cli("run", "--config", str(cfg), "--duration", "1")
-    assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert any(x.startswith("error:") and "outbox" in x and "fix" in x for x in r.stderr.splitlines()), r.stderr
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert any("store.path: the outbox directory cannot be written" in x and "fix" in x
+               for x in r.stderr.splitlines()), r.stderr
 
 
 def test_help_teaches() -> None:

@@ -89,11 +89,13 @@ def test_clock_sources() -> None:
 
 
 def test_sync_measures_the_server_offset_and_makes_the_clock_trusted(tmp_path: Path, keyset: KeySet) -> None:
-    with RefServer() as server:
+    ca, cert, key = make_tls(tmp_path / "tls")
+    with RefServer(tls=(cert, key)) as server:  # server time counts only over verified HTTPS
         centre = Centre(keyset, server)
         centre.publish(trust=centre.trust_list(2))
         server.content.time_shift_s = 2 * 3600  # this device woke up two hours behind
         cfg = sync_config(tmp_path, keyset, server.url)
+        cfg = replace(cfg, sync=replace(cfg.sync, ca_bundle=str(ca)))
         state = load_state(cfg)
         clock = Clock("system", trusted=lambda: False, offset=state.clock_offset)
         assert not clock.trusted()

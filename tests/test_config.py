@@ -15,9 +15,16 @@ from scanner.errors import ConfigError
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def problems(text: str) -> list[str]:
+def with_mode(text: str, mode: str = "real") -> str:
+    """The text plus the required `[checkpoint] mode`, added so that no line number moves."""
+    if "[checkpoint]\n" in text:
+        return text.replace("[checkpoint]\n", f"[checkpoint]\nmode = \"{mode}\"\n", 1)
+    return text + f"\n[checkpoint]\nmode = \"{mode}\"\n"
+
+
+def problems(text: str, mode: str | None = "real") -> list[str]:
     with pytest.raises(ConfigError) as e:
-        parse_config(text, "site.toml")
+        parse_config(with_mode(text, mode) if mode else text, "site.toml")
     return e.value.problems
 
 
@@ -66,9 +73,9 @@ def test_typo_in_key_suggests_nearest_with_line() -> None:
 def test_all_problems_reported_at_once_in_line_order() -> None:
     text = ("[checkpoint]\nkind = \"vilage_gate\"\n[camera]\nfps = \"15\"\n[indicatrs]\nx = 1\n"
             "[indicators]\ngreen_pin = 40\n[policy]\nfever_threshold_c = 30\n")
-    p = problems(text)
+    p = problems(text)  # `mode = "real"` goes in as line 2
     assert len(p) == 5
-    assert [int(re.match(r"line (\d+)", x).group(1)) for x in p] == [2, 4, 5, 8, 10]
+    assert [int(re.match(r"line (\d+)", x).group(1)) for x in p] == [3, 5, 6, 9, 11]
     assert 'did you mean "village_gate"' in p[0]
     assert "camera.fps: must be a whole number (got '15')" in p[1]
     assert "did you mean [indicators]" in p[2]
@@ -95,13 +102,13 @@ def test_cross_checks() -> None:
 
 
 def test_toml_syntax_error_names_line() -> None:
-    p = problems("[checkpoint]\nid = \"unclosed\n")
+    p = problems("[checkpoint]\nid = \"unclosed\n", mode=None)
     assert p[0].startswith("line 2: TOML syntax error")
 
 
 def test_relative_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
     f = tmp_path / "c.toml"
-    f.write_text("[store]\npath = \"data/o.db\"\n[simulation]\nbootstrap = true\n")
+    f.write_text(with_mode("[store]\npath = \"data/o.db\"\n[simulation]\nbootstrap = true\n", "simulated"))
     cfg = load_config(f)
     assert cfg.store.path == str(tmp_path / "data" / "o.db")
     assert cfg.trust.trust_list == str(tmp_path / "trust" / "trust-list.cose")
@@ -115,13 +122,13 @@ def test_missing_file_message(tmp_path: Path) -> None:
 
 def test_check_config_cli_exit_2_no_traceback(tmp_path: Path) -> None:
     f = tmp_path / "bad.toml"
-    f.write_text("[policy]\nfever_treshold_c = 37.3\n[indicators]\nbuzzer_pin = 99\n")
+    f.write_text(with_mode("[policy]\nfever_treshold_c = 37.3\n[indicators]\nbuzzer_pin = 99\n"))
     r = subprocess.run([sys.executable, "-m", "scanner.cli", "check-config", str(f)],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     assert "line 2: policy.fever_treshold_c" in r.stderr
     assert "line 4: indicators.buzzer_pin: out of range" in r.stderr
-    ok = subprocess.run([sys.executable, "-m", "scanner.cli", "check-config", str(ROOT / "config" / "example.toml")],
-                        capture_output=True, text=True, cwd=ROOT)
+    ok = subprocess.run([sys.executable, "-m", "scanner.cli", "check-config", "--text-only",
+                         str(ROOT / "config" / "example.toml")], capture_output=True, text=True, cwd=ROOT)
     assert ok.returncode == 0, ok.stderr

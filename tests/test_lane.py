@@ -30,6 +30,7 @@ AMBIENT = 22.0
 
 LANE_TOML = """
 [checkpoint]
+mode = "simulated"
 id = "T-1"
 device_id = "t-dev"
 kind = "{kind}"

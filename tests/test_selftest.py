@@ -20,15 +20,22 @@ from scanner.cli_selftest import run_selftest
 from scanner.selftest import Context, Result, Status, run_checks
 
 REAL_THERMO = """
-[camera]
-source = "replay"
-replay_path = "frames"
+[checkpoint]
+mode = "real"
 [thermometer]
 source = "mlx90614"
 i2c_bus = 1
 address = 0x5A
 """
-SCRIPTED = REAL_THERMO.replace('source = "mlx90614"', 'source = "scripted"')
+SCRIPTED = """
+[checkpoint]
+mode = "simulated"
+[camera]
+source = "replay"
+replay_path = "frames"
+[thermometer]
+source = "scripted"
+"""
 
 
 @pytest.fixture
@@ -166,7 +173,7 @@ def test_scripted_thermometer_checks_the_ambient_only(tmp_path: Path) -> None:
 
 def test_invalid_config_fails_first_and_skips_the_rest(tmp_path: Path) -> None:
     f = tmp_path / "bad.toml"
-    f.write_text("[thermometer]\nsource = \"mlx9061\"\n")
+    f.write_text("[checkpoint]\nmode = \"real\"\n[thermometer]\nsource = \"mlx9061\"\n")
     rc, text = selftest_run(f)
     assert rc == 1
     s = statuses(text)

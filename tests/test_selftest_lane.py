@@ -25,6 +25,8 @@ def site(tmp_path: Path, keyset: Any, **sections: str) -> Path:
     for i in range(5):
         cv2.imwrite(str(frames / f"{i}.png"), make_frame(f"HELLO-{i}"))
     text = f"""
+[checkpoint]
+mode = "simulated"
 [camera]
 source = "replay"
 replay_path = "{frames}"
@@ -80,7 +82,8 @@ def test_lane_owning_the_pins_is_a_skip_not_a_failure(tmp_path: Path, keyset: An
 def test_missing_camera_fails_with_the_fix(tmp_path: Path, keyset: Any) -> None:
     cfg = site(tmp_path, keyset)
     cfg.write_text(cfg.read_text().replace('source = "replay"', 'source = "opencv"\ndevice = "/dev/v4l/by-id/none"')
-                   .replace('trust = "always"', 'trust = "system"'))
+                   .replace('trust = "always"', 'trust = "system"').replace('mode = "simulated"', 'mode = "real"')
+                   .replace('source = "scripted"', 'source = "mlx90614"').replace('source = "mock"', 'source = "gpio"'))
     code, out = run(cfg, ["camera.opens"])
     assert code == 1 and "FAIL 失败  camera.opens" in out and "/dev/v4l/by-id/none" in out
     assert "fix / 处理:" in out

@@ -128,6 +128,8 @@ def test_corrupt_outbox_is_moved_aside_together_and_a_fresh_one_records(tmp_path
     for off in range(3 * page, 6 * page):  # damage b-tree pages in the middle of the file
         data[off] = 0xA5
     p.write_bytes(bytes(data))
+    assert s._file_lock is not None
+    s._file_lock.release()  # the old daemon is gone (its -wal/-shm stay: conn left open); a new one starts
     fresh = Store.open(p)
     assert fresh.recovered_from is not None
     moved = Path(fresh.recovered_from)

@@ -32,6 +32,7 @@ INDOOR_C = 22.0
 # calibrated for cold nights: body = object + 1.5 + 0.15 * (25 - ambient).
 LANE_TOML = """
 [checkpoint]
+mode = "simulated"
 id = "TOLL-1"
 device_id = "toll-dev"
 kind = "highway_exit"
@@ -259,7 +260,7 @@ def test_real_factory_closes_the_bus_when_the_chip_does_not_answer_at_start(monk
         return buses[-1]
 
     monkeypatch.setattr(smbus2, "SMBus", fake_smbus)
-    cfg = parse_config('[camera]\nsource = "replay"\nreplay_path = "x"\n[thermometer]\nsource = "mlx90614"\n',
+    cfg = parse_config('[checkpoint]\nmode = "real"\n[thermometer]\nsource = "mlx90614"\n',
                        str(tmp_path / "site.toml"))
     thermo = hardware.make_thermometer(cfg)
     message = ""

@@ -73,16 +73,19 @@ def test_expired_status_list_turns_green_into_review(tmp_path: Path, trust: Trus
     assert row["verdict"] == "REVIEW" and row["reasons"] == ["TRUST_DATA_EXPIRED"]
 
 
-def test_stale_but_unexpired_data_only_warns(tmp_path: Path, trust: TrustStore, codes: Any) -> None:
+def test_stale_data_is_review_until_the_server_confirms_it(tmp_path: Path, trust: TrustStore, codes: Any) -> None:
+    """Issue 10 item 6: trust data past its max age withholds a PASS (REVIEW TRUST_DATA_STALE)."""
     now = int(datetime.now(UTC).timestamp())
     old = StatusIndex(version=4, generated_at=now - 3 * 86400, expires_at=now + 86400)
     state = TrustState(trust, old)
     cfg = lane_config(tmp_path)
     v = state.check(codes.hc("green"), Clock("always"), cfg)
     assert v.ok and "STATUS_DATA_STALE" in v.warnings and "TRUST_DATA_EXPIRED" not in v.warnings
+    row = one_passage(tmp_path / "a", state, codes.hc("green"))
+    assert row["verdict"] == "REVIEW" and row["reasons"] == ["TRUST_DATA_STALE"]
     state.confirm("status", now)  # the server just said it is still current
     assert "STATUS_DATA_STALE" not in state.check(codes.hc("green"), Clock("always"), cfg).warnings
-    row = one_passage(tmp_path, TrustState(trust, old), codes.hc("green"))
+    row = one_passage(tmp_path / "b", state, codes.hc("green"))
     assert row["verdict"] == "PASS"
 
 
@@ -123,6 +126,7 @@ def test_provincial_code_through_the_lane_online(tmp_path: Path, trust: TrustSto
     import logging
     from dataclasses import replace
 
+    from scanner import device_secret
     from scanner.sync.online import OnlineVerifier
 
     text = "RAHC:0123456789ABCDEFGHIJ4242"
@@ -140,7 +144,10 @@ def test_provincial_code_through_the_lane_online(tmp_path: Path, trust: TrustSto
                 row = h.store.rows()[0]
             h.lane.online.close()  # type: ignore[union-attr]
             assert (row["verdict"], row["reasons"]) == (verdict, reasons)
-            assert row["token_hash"] == hashlib.sha256(text.encode()).hexdigest()[:32]
+            # keyed with this device's secret, never the plain SHA-256 anyone could recompute
+            secret = device_secret.read(device_secret.path_for_store(h.cfg.store.path))
+            assert row["token_hash"] == secret.hexdigest(text.encode(), 32)
+            assert row["token_hash"] != hashlib.sha256(text.encode()).hexdigest()[:32]
         assert len(server.requests_to("verify")) == 2
     assert text not in caplog.text and text[5:] not in caplog.text
 

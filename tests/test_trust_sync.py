@@ -29,6 +29,8 @@ from scanner.sync.trust_sync import TrustSync, load_state
 ALWAYS = Clock("always")
 
 SYNC_TOML = """
+[checkpoint]
+mode = "simulated"
 [camera]
 source = "replay"
 replay_path = "x"
@@ -355,6 +357,43 @@ def test_resume_after_the_snapshot_changed_starts_over(cfg: Config, centre: Cent
     assert server.requests_to("snapshot")[0].status == 200
     st = state.snapshot().status
     assert st is not None and st.version == 2 and st.is_revoked(h16("new"))
+
+
+@pytest.mark.parametrize("total", ["", "*"])
+def test_snapshot_partial_never_passes_the_cap_when_the_server_keeps_resuming(
+        cfg: Config, centre: Centre, server: RefServer, total: str) -> None:
+    """Issue 11 item 15: a server answering every Range with 206, claiming more than it sends and
+    cutting off, grew snapshot.part by 600 KiB a round past the 1 MiB cap (25 MB in 80 s).
+    Now the partial stays within the cap, the resume is abandoned with a clear error and the
+    next round starts from byte 0; with the fault gone the snapshot arrives whole."""
+    cap = cfg.sync.max_body_mb << 20
+    state, sync = fresh(cfg)
+    server.fault("snapshot", "resume_flood", total=total)
+    part = sync.dir.partial_path
+    sizes, results = [], []
+    for _ in range(12):  # bounded: 12 rounds, each one request to 127.0.0.1
+        results.append(sync.run_once()["status"])
+        sizes.append(part.stat().st_size if part.exists() else 0)
+    assert max(sizes) <= cap, sizes
+    assert any("restarts from zero" in r for r in results), results
+    assert any("Range" not in s.headers for s in server.requests_to("snapshot")[1:])  # again from byte 0
+    server.clear()
+    server.seen.clear()
+    for _ in range(2):  # a kept partial is resumed against the real snapshot (new ETag: sent whole)
+        sync.run_once()
+    st = state.snapshot().status
+    assert st is not None and st.version == centre.status_version and not part.exists()
+
+
+def test_an_oversized_partial_left_on_the_card_is_dropped(cfg: Config) -> None:
+    from scanner.sync.statedir import StateDir
+
+    d = StateDir(cfg.sync.state_dir, max_partial_bytes=1000)
+    d.ensure()
+    d.partial_path.write_bytes(b"x" * 5000)  # left by a version without the cap
+    assert d.read_partial() == b"" and not d.partial_path.exists()
+    assert d.append_partial(b"y" * 600) and not d.append_partial(b"y" * 600)  # 1200 > 1000: dropped
+    assert not d.partial_path.exists() and d.append_partial(b"z" * 1000, reset=True)
 
 
 def test_long_diff_chain_is_compacted_by_a_snapshot(tmp_path: Path, keyset: KeySet, centre: Centre,

@@ -36,6 +36,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..errors import TrustDataError
+from ..numbers import NotFiniteJSONError, in_range, is_finite_number, loads_json
 from . import cose
 from .envelope import EnvelopeError, parse_sign1
 
@@ -113,7 +114,9 @@ def open_bundle(raw: bytes, anchor: x509.Certificate, kind: str, source: str = "
         raise TrustDataError(
             f"{what} signature does not verify against the pinned anchor (tampered or corrupted); {refetch}")
     try:
-        doc = json.loads(sign1.payload.decode("utf-8"))
+        doc = loads_json(sign1.payload.decode("utf-8"))
+    except NotFiniteJSONError as e:  # signed, but NaN/Infinity: refused as a whole, as a bad value is
+        raise TrustDataError(f"{what} payload holds {e.doc} (not a finite number); {refetch}") from None
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise TrustDataError(f"{what} payload is not UTF-8 JSON; {refetch}") from None
     if not isinstance(doc, dict):
@@ -150,10 +153,10 @@ def _number(doc: Mapping[str, Any], key: str, lo: float, hi: float, integer: boo
     value = doc.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
-        raise TrustDataError(f"policy bundle: '{key}' must be {'an integer' if integer else 'a number'}; "
-                             "fix: correct the policy on the server and sign it again")
-    if not lo <= value <= hi:
+    if not is_finite_number(value) or (integer and not isinstance(value, int)):
+        raise TrustDataError(f"policy bundle: '{key}' must be {'an integer' if integer else 'a finite number'} "
+                             f"(got {value!r}); fix: correct the policy on the server and sign it again")
+    if not in_range(value, lo, hi):
         raise TrustDataError(f"policy bundle: '{key}' = {value} is outside {lo}..{hi}; "
                              "fix: correct the policy on the server and sign it again")
     return value

@@ -15,13 +15,13 @@ confirming is fresh even when it was signed weeks ago; one the device cannot ref
 from __future__ import annotations
 
 import functools
-import hashlib
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from .. import device_secret
 from ..clock import ClockState, ServerOffset
 from .bundles import BUNDLE_NAMES, Policy
 from .envelope import MAX_TEXT_CHARS, split_prefix
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from ..config import Config
 
 ONLINE_UNAVAILABLE = "ONLINE_UNAVAILABLE"
+TRUST_DATA_MISSING = "TRUST_DATA_MISSING"
 HEALTH_PENDING = "HEALTH_PENDING"
 #: Codes only the online path gives (verify() itself never returns them).
 ONLINE_CODES = frozenset({ONLINE_UNAVAILABLE, HEALTH_PENDING})
@@ -52,20 +53,20 @@ class TrustSnapshot:
     #: Wall time (s) at which the server last confirmed each bundle current.
     confirmed_at: Mapping[str, float] = field(default_factory=dict)
 
-    def _bundle(self, name: str) -> Any:
+    def bundle(self, name: str) -> Any:
         return {"trust": self.trust, "status": self.status, "policy": self.policy}[name]
 
     def version(self, name: str) -> int | None:
-        b = self._bundle(name)
+        b = self.bundle(name)
         return getattr(b, "version", None) if b is not None else None
 
     def expires_at(self, name: str) -> int | None:
-        b = self._bundle(name)
+        b = self.bundle(name)
         return getattr(b, "expires_at", None) if b is not None else None
 
     def age_s(self, name: str, now_s: float) -> float | None:
         """Seconds since this bundle was known current; None when there is no such bundle."""
-        b = self._bundle(name)
+        b = self.bundle(name)
         if b is None:
             return None
         marks = [t for t in (getattr(b, "generated_at", None), self.confirmed_at.get(name)) if t is not None]
@@ -73,6 +74,13 @@ class TrustSnapshot:
 
     def versions(self) -> dict[str, int | None]:
         return {name: self.version(name) for name in BUNDLE_NAMES}
+
+    def newest_signed_at(self) -> float | None:
+        """The newest `generated_at` (epoch seconds) among the bundles in force: the anchor
+        vouches that "now" is no earlier (CODES.md section 4). None without any."""
+        marks = [getattr(self.bundle(n), "generated_at", None) for n in BUNDLE_NAMES]
+        times = [float(t) for t in marks if isinstance(t, int | float) and not isinstance(t, bool)]
+        return max(times) if times else None
 
 
 @dataclass(frozen=True)
@@ -97,11 +105,28 @@ def thresholds(snap: TrustSnapshot, cfg: Config) -> Thresholds:
         p.max_code_age_s, {**ages, **p.max_age_s})
 
 
-def data_warnings(snap: TrustSnapshot, now_s: float, max_age_s: Mapping[str, int]) -> tuple[str, ...]:
-    """Staleness and expiry of the status list and policy, and staleness of the trust list
-    (verify() itself reports the trust list's expiry). Any bundle past expires_at also gives
-    TRUST_DATA_EXPIRED, the one warning the decision turns into REVIEW."""
+def required_bundles(cfg: Config) -> tuple[str, ...]:
+    """The trust data a PASS needs on this gate: the trust list always; with `[sync] enabled` the
+    status list (revocations, colour updates) and the centre's policy too."""
+    return BUNDLE_NAMES if cfg.sync.enabled else ("trust",)
+
+
+def age_limits(th: Thresholds, cfg: Config) -> Mapping[str, int]:
+    """Max ages that apply: a bundle's age is the time since the server last confirmed it, so
+    the trust list from the config file ages only when the sync is there to refresh it (without
+    sync its own expires_at governs); status list and policy only ever come from the sync."""
+    return th.max_age_s if cfg.sync.enabled else {k: v for k, v in th.max_age_s.items() if k != "trust"}
+
+
+def data_warnings(snap: TrustSnapshot, now_s: float, max_age_s: Mapping[str, int],
+                  required: Sequence[str] = ()) -> tuple[str, ...]:
+    """Missing, stale and expired trust data (verify() itself reports the trust list's expiry).
+    A `required` bundle never received gives TRUST_DATA_MISSING; one older than its max age a
+    *_STALE warning; one past expires_at TRUST_DATA_EXPIRED. Each withholds a PASS (REVIEW,
+    scanner.policy)."""
     out: list[str] = []
+    if any(snap.bundle(name) is None for name in required):
+        out.append(TRUST_DATA_MISSING)
     for name in BUNDLE_NAMES:
         age = snap.age_s(name, now_s)
         if age is not None and name in max_age_s and age > max_age_s[name]:
@@ -138,8 +163,10 @@ def online_text(payload: str | bytes, patterns: Sequence[str]) -> str | None:
 
 
 def online_token_hash(text: str) -> bytes:
-    """CODES.md section 7: online codes are recorded as SHA-256 of the content, first 16 bytes."""
-    return hashlib.sha256(text.encode("utf-8")).digest()[:16]
+    """The recorded token_hash of a provincial code: HMAC-SHA256 of its text under this device's
+    secret, first 16 bytes (scanner/device_secret.py). Keyed, unlike CODES.md section 7's plain
+    SHA-256: the text may be little more than an ID number, which a plain hash gives away."""
+    return device_secret.online_token_hash(text)
 
 
 def _clock_state(clock: Any) -> ClockState:
@@ -159,6 +186,8 @@ class TrustState:
         self._snap = TrustSnapshot(trust, status, policy, dict(confirmed_at or {}))
         self._lock = threading.Lock()
         self.clock_offset = clock_offset if clock_offset is not None else ServerOffset()
+        if not self.clock_offset.has_floor:  # no clock is trusted earlier than the data the anchor signed
+            self.clock_offset.set_floor(lambda: self._snap.newest_signed_at())
 
     def snapshot(self) -> TrustSnapshot:
         return self._snap
@@ -196,7 +225,8 @@ class TrustState:
             out[name] = {"version": snap.version(name), "age_s": None if age is None else int(age),
                          "expires_at": snap.expires_at(name)}
         if cfg is not None:
-            out["warnings"] = list(data_warnings(snap, now_s, thresholds(snap, cfg).max_age_s))
+            out["warnings"] = list(data_warnings(snap, now_s, age_limits(thresholds(snap, cfg), cfg),
+                                                 required_bundles(cfg)))
         return out
 
     def thresholds(self, cfg: Config) -> Thresholds:
@@ -220,7 +250,7 @@ class TrustState:
                    status=snap.status, max_code_age_s=th.max_code_age_s)
         if v.code == FORMAT_UNSUPPORTED:
             return v
-        extra = data_warnings(snap, st.now.timestamp(), th.max_age_s)
+        extra = data_warnings(snap, st.now.timestamp(), age_limits(th, cfg), required_bundles(cfg))
         if extra:
             v = replace(v, warnings=tuple(dict.fromkeys((*v.warnings, *extra))))
         return v

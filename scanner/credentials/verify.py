@@ -278,12 +278,14 @@ def _verify(
         return result(SIGNER_NOT_ALLOWED, reasons[0])
 
     # 4. Time, with clock skew. An untrusted clock cannot judge validity: its verdict becomes a
-    # warning and the result CLOCK_UNTRUSTED (REVIEW), unless a later step finds worse.
+    # warning and the result CLOCK_UNTRUSTED (REVIEW), unless a later step finds worse. EXPIRED
+    # is final at once; NOT_YET_VALID (a REVIEW, likely our own clock) waits for the status list,
+    # so that a revoked code or a subject who turned red is never left to a staff PASS.
     time_code, time_detail = _time_code(times, now.timestamp(), skew_s,
                                         max_code_age_s if kind == "health" else None)
-    if time_code and clock_trusted:
+    if time_code == EXPIRED and clock_trusted:
         return result(time_code, time_detail)
-    if time_code:
+    if time_code and not clock_trusted:
         warnings.append(f"{time_code}_BY_UNTRUSTED_CLOCK")
 
     # 5. Status list: revoked / deny-listed tokens, then the subject's current colour.
@@ -300,6 +302,8 @@ def _verify(
                     base["colour"] = COLOURS.get(update, "red")  # unknown value: fail closed
         except Exception:
             warnings.append(STATUS_UNAVAILABLE)
+    if time_code and clock_trusted:
+        return result(time_code, time_detail)
 
     # 6. Claims schema.
     if private is None:

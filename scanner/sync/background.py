@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import stat
 import threading
 import time
@@ -16,7 +17,8 @@ from scanner import outbox
 from scanner.clock import Clock
 from scanner.config import Config
 from scanner.errors import ScannerError
-from scanner.store import connect
+from scanner.outbox_health import FREE_FLOOR_BYTES, capacity_ratio, fs_space
+from scanner.store import check_integrity, connect, on_read_error, open_store
 from scanner.sync.metrics import WAL_ALARM_BYTES
 from scanner.sync.uploader import SyncState, Uploader
 
@@ -42,16 +44,24 @@ def read_token(path: str, what: str) -> str:
     return token
 
 
+QUICK_CHECK_EVERY_S = 3600.0
+
+
 class Maintenance(threading.Thread):
-    """Every `interval_s`: prune (retention, then capacity), checkpoint(TRUNCATE) when no passage
-    was written since the last round, raise the disk and WAL alarms."""
+    """Every `interval_s`: check the open outbox's files are still in place (store_repair.py),
+    prune (retention, then capacity), fold new rows into the counters, checkpoint(TRUNCATE) and,
+    at most every `quick_check_every_s`, `PRAGMA quick_check` when no passage was written since
+    the last round; raise the disk alarm (cap or real free space) and the WAL alarm. Corruption
+    met here is handed to the open Store, which moves the outbox aside."""
 
     def __init__(self, store_path: str, stop: threading.Event, state: SyncState, *, interval_s: float,
-                 retention_s: float, max_bytes: int) -> None:
+                 retention_s: float, max_bytes: int, quick_check_every_s: float = QUICK_CHECK_EVERY_S) -> None:
         super().__init__(name="outbox-maintenance", daemon=True)
         self.store_path, self.stop_event, self.state = store_path, stop, state
         self.interval_s, self.retention_s, self.max_bytes = interval_s, retention_s, max_bytes
+        self.quick_check_every_s = quick_check_every_s
         self._last_top: int | None = None
+        self._last_quick_check = time.monotonic()
 
     def run(self) -> None:
         if self.stop_event.wait(min(1.0, self.interval_s)):
@@ -66,31 +76,56 @@ class Maintenance(threading.Thread):
             self.stop_event.wait(self.interval_s)
 
     def round(self) -> outbox.PruneResult:
+        store = open_store(self.store_path)
+        if store is not None and (what := store.verify_files()):
+            log.error("event=outbox_files_repaired detail=%r", what)
         conn = connect(self.store_path)
         try:
-            res = outbox.prune(conn, retention_s=self.retention_s, max_bytes=self.max_bytes)
-            if res.deleted:
-                log.info("event=outbox_pruned deleted=%d vacuumed_pages=%d used_ratio=%.3f", res.deleted,
-                         res.vacuumed_pages, res.used_ratio)
-            alarm = res.used_ratio >= outbox.ALARM_RATIO
-            if alarm != self.state.disk_alarm:
-                (log.error if alarm else log.info)(
-                    "event=outbox_disk_alarm on=%s used_ratio=%.3f%s", alarm, res.used_ratio,
-                    "; fix: restore uploads, or export with `checkpoint-scanner queue export --mark-delivered`"
-                    if alarm else "")
-                self.state.disk_alarm = alarm
-            top = conn.execute("SELECT coalesce(max(seq), 0) FROM passages").fetchone()[0]
-            _, wal = outbox.file_bytes(self.store_path)
-            if wal > WAL_ALARM_BYTES:
-                log.warning("event=outbox_wal_large wal_bytes=%d", wal)
-            if wal and (top == self._last_top or res.deleted or wal > WAL_ALARM_BYTES):
-                busy, _, _ = outbox.checkpoint(conn)
-                if busy:
-                    log.info("event=outbox_checkpoint_busy wal_bytes=%d", wal)
-            self._last_top = top
+            res = self._round(conn)
+        except sqlite3.DatabaseError as e:
+            on_read_error(self.store_path, e)
+            raise
         finally:
             conn.close()
         return res
+
+    def _round(self, conn: sqlite3.Connection) -> outbox.PruneResult:
+        res = outbox.prune(conn, retention_s=self.retention_s, max_bytes=self.max_bytes)
+        if res.deleted:
+            log.info("event=outbox_pruned deleted=%d vacuumed_pages=%d used_ratio=%.3f", res.deleted,
+                     res.vacuumed_pages, res.used_ratio)
+        outbox.advance_counts(conn)
+        self._disk_alarm(conn)
+        top = conn.execute("SELECT coalesce(max(seq), 0) FROM passages").fetchone()[0]
+        _, wal = outbox.file_bytes(self.store_path)
+        if wal > WAL_ALARM_BYTES:
+            log.warning("event=outbox_wal_large wal_bytes=%d", wal)
+        idle = top == self._last_top
+        if wal and (idle or res.deleted or wal > WAL_ALARM_BYTES):
+            busy, _, _ = outbox.checkpoint(conn)
+            if busy:
+                log.info("event=outbox_checkpoint_busy wal_bytes=%d", wal)
+        if idle and time.monotonic() - self._last_quick_check >= self.quick_check_every_s:
+            self._last_quick_check = time.monotonic()
+            if (detail := check_integrity(self.store_path)) is not None:
+                log.error("event=outbox_quick_check_failed detail=%r", detail)
+        self._last_top = top
+        return res
+
+    def _disk_alarm(self, conn: sqlite3.Connection) -> None:
+        """On at 80% of the cap, or of what the file can still grow to on the real file system,
+        or under the free-space floor (scanner/outbox_health.py)."""
+        used = outbox.used_bytes(conn)
+        fs = fs_space(self.store_path)
+        ratio = capacity_ratio(used, outbox.file_bytes(self.store_path)[0], self.max_bytes, fs)
+        alarm = ratio >= outbox.ALARM_RATIO or (fs is not None and fs.free_bytes < FREE_FLOOR_BYTES)
+        if alarm != self.state.disk_alarm:
+            free_mib = f"{fs.free_bytes >> 20}" if fs else "unknown"
+            (log.error if alarm else log.info)(
+                "event=outbox_disk_alarm on=%s capacity_used_ratio=%.3f fs_free_mib=%s%s", alarm, ratio, free_mib,
+                "; fix: free disk space (df -h), restore uploads, or export with `checkpoint-scanner queue export "
+                "--mark-delivered`" if alarm else "")
+            self.state.disk_alarm = alarm
 
 
 def start_background(cfg: Config, store_path: str, stop: threading.Event,

@@ -3,7 +3,9 @@
 Every request has a connect and a read timeout, a whole-body deadline (a server that drips one
 byte a second never trips a read timeout), a body size cap checked against Content-Length and
 again while reading, and a content-type check (a captive portal's "200 OK text/html" is not a
-trust list). The server's `Date` header feeds the clock's server offset. Errors are `FetchError`
+trust list). The server's `Date` header feeds the clock's server offset, but only from a response
+that came over HTTPS with the certificate verified: over plain HTTP anyone on the path (a captive
+portal, a spoofed DNS answer) could set the gate's clock, so it is ignored. Errors are `FetchError`
 with one line that names the fix; they never carry a request body (an online code's text).
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,23 +26,29 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from ..clock import ServerOffset
+from ..numbers import loads_json
+from .httpbody import BodyInterrupted, BodyTooLarge, DeadlineExceeded, read_body
 
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 64 * 1024
 USER_AGENT = "checkpoint-scanner"
+_CONTENT_RANGE = re.compile(r"^bytes ([0-9]{1,18})-([0-9]{1,18})/([0-9]{1,18}|\*)$")
 
 
 class FetchError(Exception):
     """A download or call failed. `partial` holds the bytes received before an interruption
-    (the status snapshot resumes from them)."""
+    (the status snapshot resumes from them). `restart`: a resumed download (Range) cannot be
+    continued (the server resumed at the wrong place, or the whole would pass the size cap):
+    drop what was kept and start again from byte 0."""
 
     def __init__(self, message: str, *, partial: bytes = b"", status: int | None = None,
-                 etag: str | None = None) -> None:
+                 etag: str | None = None, restart: bool = False) -> None:
         super().__init__(message)
         self.partial = partial
         self.status = status
         self.etag = etag
+        self.restart = restart
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,7 @@ class Http:
         self.max_body_bytes = max_body_bytes
         self.verify: str | bool = ca_bundle or True
         self.offset = offset
+        self._plain_noted = False
         self.session = session or requests.Session()
         # One quiet retry of a GET whose connection failed (a pooled keep-alive connection the
         # server closed a moment ago); never for POST, never on a status or a read error.
@@ -90,10 +100,18 @@ class Http:
         self.session.close()
 
     def _note_date(self, resp: requests.Response, sent_wall: float, sent_mono: float) -> None:
+        """Feed the response's `Date` (RFC 9110 section 6.6.1) to the server offset, only when it
+        came over HTTPS with certificate verification on (requests verifies against `verify`)."""
         if self.offset is None:
             return
         date = resp.headers.get("Date")
         if not date:
+            return
+        if not (resp.url or "").lower().startswith("https://") or self.verify is False:
+            if not self._plain_noted:
+                self._plain_noted = True
+                log.warning("event=server_time_ignored detail=the server's Date counts only over verified HTTPS; "
+                            "fix: use an https:// [sync] server_url, or NTP")
             return
         try:
             server_s = parsedate_to_datetime(date).timestamp()
@@ -124,49 +142,27 @@ class Http:
         return resp, sent_mono
 
     def _read_body(self, resp: requests.Response, what: str, start_mono: float, limit: int,
-                   deadline_s: float) -> bytes:
-        """The whole body within `limit` bytes and `deadline_s` seconds, else FetchError with
-        the bytes received so far."""
-        length = resp.headers.get("Content-Length")
-        expected: int | None = None
-        if length is not None:
-            try:
-                expected = int(length)
-            except ValueError:
-                expected = None
-            if expected is not None and expected > limit:
-                resp.close()
-                raise FetchError(f"{what}: {expected} bytes is over the {limit}-byte limit; fix: raise "
-                                 "[sync] max_body_mb if the server's data really is that large")
-        buf = bytearray()
-        deadline = start_mono + deadline_s
+                   deadline_s: float, *, resumed: bool = False) -> bytes:
+        """The whole body within `limit` bytes and `deadline_s` seconds from `start_mono`, else
+        FetchError with the bytes received so far (scanner/sync/httpbody.py does the reading).
+        `resumed`: the body continues a partial download, so going over `limit` means restart."""
         status, etag = resp.status_code, resp.headers.get("ETag")
         try:
-            while True:
-                if time.monotonic() > deadline:
-                    raise FetchError(f"{what}: download took longer than {deadline_s:.0f} s; fix: check the "
-                                     "link, or raise [sync] download_timeout_s", partial=bytes(buf),
-                                     status=status, etag=etag)
-                chunk = resp.raw.read1(CHUNK_BYTES)
-                if not chunk:
-                    break
-                buf += chunk
-                if len(buf) > limit:
-                    raise FetchError(f"{what}: more than the {limit}-byte limit; fix: raise [sync] "
-                                     "max_body_mb if the server's data really is that large")
-        except FetchError:
-            resp.close()
-            raise
-        except Exception as e:  # urllib3 ProtocolError / IncompleteRead / socket timeout: interrupted
-            resp.close()
-            raise FetchError(f"{what}: download interrupted after {len(buf)} bytes ({e.__class__.__name__}); "
-                             "fix: none needed, it resumes on the next try", partial=bytes(buf), status=status,
+            return read_body(resp, deadline=start_mono + deadline_s, limit=limit, chunk=CHUNK_BYTES)
+        except DeadlineExceeded as e:
+            raise FetchError(f"{what}: download took longer than {deadline_s:.0f} s; fix: check the "
+                             "link, or raise [sync] download_timeout_s", partial=e.partial, status=status,
                              etag=etag) from None
-        resp.raw.release_conn()  # read to the end: the connection may be reused
-        if expected is not None and len(buf) != expected:
-            raise FetchError(f"{what}: download interrupted after {len(buf)} of {expected} bytes; fix: none "
-                             "needed, it resumes on the next try", partial=bytes(buf), status=status, etag=etag)
-        return bytes(buf)
+        except BodyTooLarge as e:
+            if resumed:
+                raise FetchError(f"{what}: the resumed download would pass the {self.max_body_bytes}-byte cap "
+                                 f"({e}); abandoned, it restarts from zero; fix: raise [sync] max_body_mb if the "
+                                 "server's data really is that large", status=status, restart=True) from None
+            raise FetchError(f"{what}: {e}; fix: raise [sync] max_body_mb if the server's data really "
+                             "is that large") from None
+        except BodyInterrupted as e:
+            raise FetchError(f"{what}: download {e}; fix: none needed, it resumes on the next try",
+                             partial=e.partial, status=status, etag=etag) from None
 
     def get(self, url: str, what: str, *, accept: Iterable[str], etag: str | None = None,
             range_start: int = 0, if_range: str | None = None) -> Response:
@@ -194,8 +190,30 @@ class Http:
             resp.close()
             raise FetchError(f"{what}: server sent {ctype or 'no content type'}, not {' or '.join(accept)}; "
                              "fix: check [sync] server_url (a captive portal or proxy may be answering)")
-        body = self._read_body(resp, what, start, self.max_body_bytes, self.download_timeout_s)
+        limit = self.max_body_bytes
+        if status == 206:
+            limit = self._resume_budget(resp, what, range_start)
+        body = self._read_body(resp, what, start, limit, self.download_timeout_s, resumed=status == 206)
         return Response(status, body, resp.headers.get("ETag"), dict(resp.headers))
+
+    def _resume_budget(self, resp: requests.Response, what: str, range_start: int) -> int:
+        """For a 206 answer: the bytes it may still bring so that the partial plus it stay within
+        `max_body_bytes` (the cap of the whole). FetchError(restart=True) when it does not start
+        at `range_start`, or its Content-Range (RFC 9110 section 14.4) says the whole is larger
+        than the cap: a server that keeps "resuming" must not grow the partial without bound."""
+        cr = resp.headers.get("Content-Range", "")
+        m = _CONTENT_RANGE.match(cr)
+        why = None
+        if range_start <= 0 or m is None or int(m.group(1)) != range_start:
+            why = f"resumed at the wrong place ({cr or 'no Content-Range'}; asked from byte {range_start})"
+        elif m.group(3) != "*" and int(m.group(3)) > self.max_body_bytes:
+            why = f"says the whole is {m.group(3)} bytes, over the {self.max_body_bytes}-byte cap"
+        if why is not None:
+            resp.close()
+            raise FetchError(f"{what}: server {why}; abandoned, the download restarts from zero; fix: none on "
+                             "this device if it recurs only once; else check the server (or raise [sync] "
+                             "max_body_mb if its data really is that large)", status=206, restart=True)
+        return max(0, self.max_body_bytes - range_start)
 
     def post_json(self, url: str, doc: Mapping[str, Any], what: str, *, budget_s: float,
                   max_body_bytes: int = 64 * 1024) -> Any:
@@ -211,6 +229,6 @@ class Http:
             raise FetchError(f"{what}: server did not answer JSON; fix: check [sync] server_url")
         body = self._read_body(resp, what, start, max_body_bytes, budget_s)
         try:
-            return json.loads(body.decode("utf-8"))
+            return loads_json(body.decode("utf-8"))  # NaN/Infinity: "not JSON" (a JSONDecodeError)
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise FetchError(f"{what}: answer is not JSON; fix: check [sync] server_url") from None

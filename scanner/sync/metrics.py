@@ -2,7 +2,9 @@
 
 Alert suggestions: `checkpoint_outbox_oldest_unsent_age_seconds > 3600` while the network is
 up; `checkpoint_outbox_disk_alarm == 1`; `checkpoint_outbox_wal_bytes > 16 MiB`;
-`checkpoint_outbox_corruption_alarm == 1`; `checkpoint_clock_synced == 0`.
+`checkpoint_outbox_corruption_alarm == 1`; `checkpoint_clock_synced == 0`;
+`checkpoint_outbox_write_failing == 1` or `increase(checkpoint_outbox_write_failures_total[5m]) > 0`;
+`checkpoint_outbox_fault == 1`.
 """
 
 from __future__ import annotations
@@ -49,7 +51,24 @@ def render_metrics(st: dict[str, Any], state: SyncState, *, clock_synced: bool,
     gauge("checkpoint_outbox_wal_alarm", "1 when the -wal file exceeds 16 MiB", int(st["wal_bytes"] > WAL_ALARM_BYTES))
     gauge("checkpoint_outbox_max_bytes", "configured cap of the outbox file", st["max_bytes"])
     gauge("checkpoint_outbox_used_ratio", "used pages / cap", float(st["used_ratio"]))
-    gauge("checkpoint_outbox_disk_alarm", "1 at 80% of the cap or more", int(st["used_ratio"] >= ALARM_RATIO))
+    gauge("checkpoint_outbox_capacity_used_ratio", "used pages / the smaller of the cap and the file plus the "
+          "file system's free space", float(st.get("disk_ratio", st["used_ratio"])))
+    if st.get("fs_free_bytes") is not None:
+        gauge("checkpoint_outbox_fs_free_bytes", "free bytes on the outbox's file system (for the service user)",
+              st["fs_free_bytes"])
+    gauge("checkpoint_outbox_fs_readonly", "1 when the outbox's file system is mounted read-only",
+          int(bool(st.get("fs_readonly"))))
+    gauge("checkpoint_outbox_disk_alarm", "1 at 80% of the cap or of the real free space, or under the free-space "
+          "floor", int(bool(st.get("disk_alarm", st["used_ratio"] >= ALARM_RATIO))))
+    metric("checkpoint_outbox_write_failures_total", "counter", "passages whose commit failed (the lane showed "
+           "FAULT)", [("", int(st.get("write_failures_total", 0)))])
+    gauge("checkpoint_outbox_write_failing", "1 while the last commit failed and none succeeded since",
+          int(bool(st.get("last_write_error"))))
+    gauge("checkpoint_outbox_fault", "1 while a fault found at run time (a file removed, corruption) is not "
+          "repaired", int(bool(st.get("faults"))))
+    metric("checkpoint_outbox_runtime_recoveries_total", "counter", "outbox repairs made while running "
+           "(reopened after a file was removed, or moved aside after corruption)",
+           [("", int(st.get("runtime_recoveries_total", 0)))])
     rec_at = st.get("recovered_at") or 0.0
     gauge("checkpoint_outbox_recovered_timestamp_seconds", "when a corrupt outbox was last moved aside; 0 = never",
           float(rec_at))

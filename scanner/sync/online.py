@@ -6,7 +6,7 @@ configured pattern is sent, and only here, to `POST {server}/api/v1/verify` with
 yellow / red as for our own codes, `init` -> REVIEW HEALTH_PENDING. No answer within the budget
 (2 s by default, measured from the call, enforced from outside the HTTP stack so a slow-dripping
 server cannot stretch it) -> REVIEW ONLINE_UNAVAILABLE. The text is never logged; records and log
-lines carry SHA-256(text)[:16].
+lines carry HMAC-SHA256(device secret, text)[:16] (scanner/device_secret.py).
 """
 
 from __future__ import annotations

@@ -23,6 +23,8 @@ import requests
 
 from scanner.errors import ScannerError
 from scanner.fsutil import fsync_dir
+from scanner.numbers import loads_json
+from scanner.sync.httpbody import BodyTooLarge, DeadlineExceeded, read_body
 from scanner.sync.uploader import full_jitter, parse_retry_after
 
 RECORDS_PATH = "/api/v1/records"
@@ -32,7 +34,8 @@ class PullClient:
     def __init__(self, url: str, token: str, out: str | Path, cursor_file: str | Path | None = None, *,
                  limit: int = 1000, ca_bundle: str | None = None, timeout: tuple[float, float] = (5.0, 30.0),
                  max_attempts: int = 8, retry_after_max_s: float = 60.0, session: requests.Session | None = None,
-                 progress: Callable[[str], None] | None = None, sleep: Callable[[float], Any] = time.sleep) -> None:
+                 progress: Callable[[str], None] | None = None, sleep: Callable[[float], Any] = time.sleep,
+                 deadline_s: float = 60.0, max_body_bytes: int = 64 << 20) -> None:
         base = url.rstrip("/")
         for suffix in (RECORDS_PATH + "/ack", RECORDS_PATH):
             if base.endswith(suffix):
@@ -46,6 +49,10 @@ class PullClient:
         self.limit = limit
         self.verify: str | bool = ca_bundle or True
         self.timeout = timeout
+        # Each request, answer included, ends within deadline_s (scanner/sync/httpbody.py): the
+        # (connect, read) timeouts alone let a device that drips a byte per read timeout go on forever.
+        self.deadline_s = deadline_s
+        self.max_body_bytes = max_body_bytes
         self.max_attempts = max_attempts
         self.retry_after_max_s = retry_after_max_s
         self.session = session or requests.Session()
@@ -59,7 +66,7 @@ class PullClient:
         if not self.cursor_file.exists():
             return "", 0
         try:
-            d = json.loads(self.cursor_file.read_text(encoding="utf-8"))
+            d = loads_json(self.cursor_file.read_text(encoding="utf-8"))
             cursor, size, url = str(d["cursor"]), int(d["bytes"]), str(d.get("url", self.base))
         except (OSError, ValueError, KeyError, TypeError):
             raise ScannerError(f"cursor file {self.cursor_file} is unreadable; fix: restore it, or delete it and "
@@ -94,23 +101,39 @@ class PullClient:
         return cursor, size
 
     # -- HTTP ----------------------------------------------------------------------------
+    def _exchange(self, method: str, path: str, headers: dict[str, str], **kw: Any) -> tuple[requests.Response, bytes]:
+        """One request and its whole answer by the deadline (httpbody errors are requests errors)."""
+        deadline = time.monotonic() + self.deadline_s
+        r = self.session.request(method, self.base + path, headers=headers, stream=True, verify=self.verify,
+                                 timeout=(self.timeout[0], min(self.timeout[1], self.deadline_s)), **kw)
+        try:
+            return r, read_body(r, deadline=deadline, limit=self.max_body_bytes)
+        finally:
+            r.close()
+
     def _request(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {self.token}"}
+        why = "no attempt"
         for attempt in range(self.max_attempts):
             self.requests += 1
             try:
-                r = self.session.request(method, self.base + path, headers=headers, timeout=self.timeout,
-                                         verify=self.verify, **kw)
+                r, content = self._exchange(method, path, headers, **kw)
             except requests.exceptions.SSLError as e:
                 raise ScannerError(f"TLS with {self.base} failed ({e}); fix: pass the device's CA with "
                                    "--ca-file") from None
+            except BodyTooLarge:
+                raise ScannerError(f"{self.base} answered more than {self.max_body_bytes} bytes; fix: pull "
+                                   "with a smaller --limit") from None
+            except DeadlineExceeded:
+                wait = full_jitter(attempt, 1.0, 30.0, self.rng)
+                why = f"no complete answer within the {self.deadline_s:g} s deadline"
             except requests.exceptions.RequestException as e:
                 wait, why = full_jitter(attempt, 1.0, 30.0, self.rng), e.__class__.__name__
             else:
                 if r.status_code == 200:
                     try:
-                        data = r.json()
-                    except ValueError:
+                        data = loads_json(content)  # r.json() would take NaN and Infinity
+                    except (ValueError, UnicodeDecodeError):
                         raise ScannerError(f"{self.base} answered something that is not JSON; fix: check "
                                            "the URL points at the device API") from None
                     if not isinstance(data, dict):
@@ -124,14 +147,15 @@ class PullClient:
                                        "https://10.8.0.12:8787, with [api] enabled there")
                 ra = parse_retry_after(r.headers.get("Retry-After")) if r.status_code in (429, 503) else None
                 if r.status_code < 500 and r.status_code != 429:
-                    raise ScannerError(f"{self.base} answered HTTP {r.status_code} ({r.text[:200]}); fix: "
+                    text = content[:200].decode("utf-8", "replace")
+                    raise ScannerError(f"{self.base} answered HTTP {r.status_code} ({text}); fix: "
                                        "update this client or the device")
                 wait = min(ra, self.retry_after_max_s) if ra is not None else full_jitter(attempt, 1.0, 30.0, self.rng)
                 why = f"HTTP {r.status_code}"
             self.progress(f"{why}; retrying in {wait:.1f} s")
             self.sleep(wait)
-        raise ScannerError(f"{self.base} did not answer after {self.max_attempts} attempts; fix: check the network "
-                           "and that the daemon runs with [api] enabled; run pull again to resume")
+        raise ScannerError(f"{self.base} did not answer after {self.max_attempts} attempts (last: {why}); fix: check "
+                           "the network and that the daemon runs with [api] enabled; run pull again to resume")
 
     def ack(self, cursor: str) -> None:
         try:

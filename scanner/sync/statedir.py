@@ -5,7 +5,8 @@ Layout under `[sync] state_dir`:
     trust-list.cose  policy.cose          the bundles in force
     status/snapshot.cose                  the status snapshot in force ...
     status/diffs/<version>.cose           ... and the diffs applied on top of it, in order
-    status/snapshot.part                  an interrupted snapshot download (resumed with Range)
+    status/snapshot.part                  an interrupted snapshot download (resumed with Range),
+                                          never larger than the cap of a whole download
     meta.json                             ETags, last-confirmed times, the partial's ETag
 
 Each file is written to a temporary name, fsynced, renamed over the old one and the directory
@@ -22,6 +23,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from scanner.numbers import loads_json
+
 from ..errors import TrustDataError
 from ..fsutil import atomic_write, ensure_writable_dir, fsync_dir
 
@@ -31,8 +34,12 @@ FILES = {"trust": "trust-list.cose", "policy": "policy.cose"}
 
 
 class StateDir:
-    def __init__(self, root: str | Path) -> None:
+    """`max_partial_bytes` (0: no cap) bounds snapshot.part: the same cap as a whole download
+    ([sync] max_body_mb), so a server that keeps resuming and cutting off cannot fill the card."""
+
+    def __init__(self, root: str | Path, *, max_partial_bytes: int = 0) -> None:
         self.root = Path(root)
+        self.max_partial_bytes = max_partial_bytes
         self.status_dir = self.root / "status"
         self.diff_dir = self.status_dir / "diffs"
         self.snapshot_path = self.status_dir / "snapshot.cose"
@@ -94,15 +101,36 @@ class StateDir:
         self.remove_diffs(self.diff_versions())
 
     # -- an interrupted snapshot download ------------------------------------------------
+    def _partial_size(self) -> int:
+        try:
+            return self.partial_path.stat().st_size
+        except OSError:
+            return 0
+
     def read_partial(self) -> bytes:
+        """The kept partial; one over the cap (left by an older version) is dropped."""
+        if self.max_partial_bytes and self._partial_size() > self.max_partial_bytes:
+            log.warning("event=snapshot_partial_dropped path=%s bytes=%d cap=%d", self.partial_path,
+                        self._partial_size(), self.max_partial_bytes)
+            self.clear_partial()
+            return b""
         return self._read(self.partial_path) or b""
 
-    def append_partial(self, data: bytes, *, reset: bool = False) -> None:
+    def append_partial(self, data: bytes, *, reset: bool = False) -> bool:
+        """Add `data` to the partial (start it anew with `reset`). False, and the partial is
+        removed, when the result would pass `max_partial_bytes`: the caller restarts from zero."""
+        before = 0 if reset else self._partial_size()
+        if self.max_partial_bytes and before + len(data) > self.max_partial_bytes:
+            log.warning("event=snapshot_partial_over_cap bytes=%d cap=%d action=restart_from_zero",
+                        before + len(data), self.max_partial_bytes)
+            self.clear_partial()
+            return False
         mode = "wb" if reset else "ab"
         with open(self.partial_path, mode) as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        return True
 
     def clear_partial(self) -> None:
         with contextlib.suppress(OSError):
@@ -114,7 +142,7 @@ class StateDir:
         if not raw:
             return {}
         try:
-            meta = json.loads(raw.decode("utf-8"))
+            meta = loads_json(raw.decode("utf-8"))  # a NaN confirmed_at would never count as stale
         except (UnicodeDecodeError, json.JSONDecodeError):
             log.warning("event=state_meta_corrupt path=%s detail=starting without ETags", self.meta_path)
             return {}

@@ -15,8 +15,10 @@ refused and the old one stays. An accepted bundle is written to the state direct
 rename + fsync) *before* it is swapped into the `TrustState`, so what the lane uses always
 survives a reboot. After every diff the entry count must equal the diff's signed `total`; if it
 does not, the diff is dropped and the snapshot fetched again. A failed round backs off with full
-jitter; nothing here can stop the lane, and every response's Date header keeps the clock's
-server offset current (CODES.md section 4).
+jitter; nothing here can stop the lane, and every verified-HTTPS response's Date header keeps the
+clock's server offset current (CODES.md section 4). The newest signed `generated_at` in force is
+the clock's floor (`TrustSnapshot.newest_signed_at`, bound by TrustState): no source of time is
+trusted earlier than it. What the lane starts with comes from scanner/sync/boot.py (`load_state`, re-exported here).
 """
 
 from __future__ import annotations
@@ -27,17 +29,18 @@ import threading
 import time
 from typing import Any
 
-from cryptography import x509
-
-from ..clock import Clock, ServerOffset
+from ..clock import Clock
 from ..config import Config
-from ..credentials.bundles import KIND_POLICY, KIND_STATUS_DIFF, KIND_STATUS_SNAPSHOT, Policy, open_bundle, parse_policy
+from ..credentials.bundles import KIND_POLICY, KIND_STATUS_DIFF, KIND_STATUS_SNAPSHOT, open_bundle, parse_policy
 from ..credentials.state import TrustState
 from ..credentials.status import StatusIndex
 from ..credentials.trust import TrustStore, load_certificate
 from ..errors import TrustDataError
+from .boot import load_state, newest_signed_at
 from .fetch import FetchError, Http, full_jitter
 from .statedir import StateDir
+
+__all__ = ["TrustSync", "load_state", "newest_signed_at", "start"]
 
 log = logging.getLogger("scanner.sync")
 
@@ -48,78 +51,6 @@ WHAT = {"trust": "trust list", "policy": "policy bundle", "status": "status list
 #: One round applies at most this many diffs, so a server offering an endless chain cannot keep
 #: the sync from its other bundles; the rest follow next round.
 MAX_DIFFS_PER_ROUND = 2000
-
-
-# ------------------------------------------------------------------------------ boot
-
-
-def _load_status(sd: StateDir, anchor: x509.Certificate) -> StatusIndex | None:
-    raw = sd.read_snapshot()
-    if raw is None:
-        return None
-    try:
-        idx = StatusIndex.from_bundle(open_bundle(raw, anchor, KIND_STATUS_SNAPSHOT, str(sd.snapshot_path)))
-    except TrustDataError as e:
-        log.error("event=state_refused bundle=status error=%r", str(e))
-        return None
-    versions = sd.diff_versions()
-    for i, v in enumerate(versions):
-        if v <= idx.version:
-            sd.remove_diffs([v])  # left over from before the snapshot was replaced
-            continue
-        try:
-            idx = idx.apply_diff(open_bundle(sd.read_diff(v) or b"", anchor, KIND_STATUS_DIFF, f"diff {v}"))
-        except TrustDataError as e:
-            log.error("event=state_refused bundle=status_diff version=%d error=%r", v, str(e))
-            sd.remove_diffs(versions[i:])
-            break
-    return idx
-
-
-def load_state(cfg: Config) -> TrustState:
-    """The trust data to start with: the newest valid trust list of the config file and the
-    sync state directory, plus the saved status list and policy. TrustDataError (one line) when
-    there is no usable trust list and sync is off; with sync on, the lane starts with an empty
-    list (every code REVIEW UNKNOWN_SIGNER) and the sync fetches one."""
-    anchor = load_certificate(cfg.trust.anchor_cert)
-    offset = ServerOffset(cfg.clock.server_offset_max_age_s, cfg.clock.max_jump_s)
-    lists: list[TrustStore] = []
-    first_error: TrustDataError | None = None
-    try:
-        lists.append(TrustStore.load(cfg.trust.trust_list, cfg.trust.anchor_cert))
-    except TrustDataError as e:
-        first_error = e
-    if not cfg.sync.enabled:
-        if first_error:
-            raise first_error
-        return TrustState(lists[0], clock_offset=offset)
-    sd = StateDir(cfg.sync.state_dir)
-    saved = sd.read("trust")
-    if saved is not None:
-        try:
-            lists.append(TrustStore.from_bytes(saved, anchor, "(saved by the sync)"))
-        except TrustDataError as e:
-            log.error("event=state_refused bundle=trust error=%r", str(e))
-    if not lists:
-        log.error("event=no_trust_list error=%r detail=starting with an empty list until the sync fetches one",
-                  str(first_error))
-        lists.append(TrustStore([]))
-    elif first_error:
-        log.warning("event=config_trust_list_unusable error=%r detail=using the list saved by the sync",
-                    str(first_error))
-    trust = max(lists, key=lambda t: t.version)
-    policy: Policy | None = None
-    raw = sd.read("policy")
-    if raw is not None:
-        try:
-            policy = parse_policy(open_bundle(raw, anchor, KIND_POLICY, "(saved by the sync)"))
-        except TrustDataError as e:
-            log.error("event=state_refused bundle=policy error=%r", str(e))
-    status = _load_status(sd, anchor)
-    confirmed = sd.read_meta().get("confirmed_at", {})
-    confirmed = {k: float(v) for k, v in confirmed.items() if isinstance(v, int | float)} \
-        if isinstance(confirmed, dict) else {}
-    return TrustState(trust, status, policy, confirmed_at=confirmed, clock_offset=offset)
 
 
 # ------------------------------------------------------------------------------ sync
@@ -136,7 +67,7 @@ class TrustSync:
         self.state = state
         self.base = sy.server_url.rstrip("/")
         self.anchor = load_certificate(cfg.trust.anchor_cert)
-        self.dir = StateDir(sy.state_dir)
+        self.dir = StateDir(sy.state_dir, max_partial_bytes=sy.max_body_mb << 20)  # the partial: same cap as a whole
         self.dir.ensure()
         self.http = http or Http(connect_timeout_s=sy.connect_timeout_s, read_timeout_s=sy.read_timeout_s,
                                  download_timeout_s=sy.download_timeout_s, max_body_bytes=sy.max_body_mb << 20,
@@ -169,7 +100,11 @@ class TrustSync:
             log.error("event=state_write_failed path=%s error=%r", self.dir.meta_path, e.strerror)
 
     def _confirm(self, name: str) -> None:
-        self.state.confirm(name, self._now())
+        """The server says `name` is current: its age restarts now, but only by a trusted clock
+        (a wall clock running ahead would otherwise keep stale data looking fresh for days)."""
+        st = self.clock.state()
+        if st.trusted:
+            self.state.confirm(name, st.now.timestamp())
 
     def _save(self, what: str, write: Any, *args: Any) -> bool:
         """Write an accepted bundle to the card. A full or failing card must not keep newer
@@ -239,9 +174,17 @@ class TrustSync:
             resp = self.http.get(url, "status list", accept=COSE, etag=None if part else etag,
                                  range_start=len(part), if_range=self.partial_etag if part else None)
         except FetchError as e:
-            if e.partial and e.etag and e.status in (200, 206):
-                self.dir.append_partial(e.partial, reset=e.status == 200)
-                self.partial_etag = e.etag
+            if e.restart:  # cannot be continued (scanner/sync/fetch.py): the next round starts at byte 0
+                self.dir.clear_partial()
+                self.partial_etag = None
+            elif e.partial and e.etag and e.status in (200, 206):
+                kept = self.dir.append_partial(e.partial, reset=e.status == 200)
+                self.partial_etag = e.etag if kept else None
+                if not kept:
+                    cap = self.dir.max_partial_bytes
+                    raise FetchError(f"status list: the interrupted download would pass the {cap}-byte cap; "
+                                     "abandoned, it restarts from zero; fix: none on this device if it recurs "
+                                     "only once; else check the server") from None
             raise
         if resp.status == 206:
             content_range = resp.headers.get("Content-Range", "")

@@ -12,7 +12,8 @@ Discipline (RECORDS 3.1 and 6.8):
 - batches by count, bytes and age: send when `batch_records` wait, or their JSON reaches
   `batch_kib`, or the oldest has waited `max_age_s` (measured on the monotonic clock, never the
   wall clock); both limits are also the caps;
-- timeouts always: (connect, read) on every request plus a whole-attempt deadline;
+- timeouts always: (connect, read) on every request plus a whole-attempt deadline
+  (scanner/sync/httpbody.py, shared with the trust fetch and the pull client);
 - full-jitter back-off: wait random(0, min(cap, base * 2^n)) after the n-th failure in a row;
 - 429 and 503 with Retry-After: wait what the server asks, capped at `retry_after_max_s`;
 - 413: halve the batch (down to one record; a single record still too large is dead-lettered);
@@ -43,7 +44,9 @@ import requests
 
 from scanner import outbox
 from scanner.config import UploadSection
+from scanner.numbers import loads_json
 from scanner.store import connect
+from scanner.sync.httpbody import read_body
 
 log = logging.getLogger("scanner.upload")
 
@@ -185,17 +188,11 @@ class Uploader(threading.Thread):
             self.state.requests += 1
             self.state.last_attempt_at = time.time()
         resp = self.session.post(self.url, data=body, headers=headers, stream=True, verify=self.verify,
-                                 timeout=(self.cfg.connect_timeout_s, self.cfg.read_timeout_s))
-        try:
-            chunks, size = [], 0
-            for chunk in resp.iter_content(65536):
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > MAX_RESPONSE_BYTES:
-                    raise requests.exceptions.ContentDecodingError("answer larger than 4 MiB")
-                if time.monotonic() > deadline:
-                    raise requests.exceptions.Timeout("attempt deadline passed while reading")
-            return resp.status_code, dict(resp.headers), b"".join(chunks)
+                                 timeout=(self.cfg.connect_timeout_s,
+                                          min(self.cfg.read_timeout_s, self.cfg.attempt_deadline_s)))
+        try:  # DeadlineExceeded is a requests Timeout, BodyInterrupted a ConnectionError (send() below)
+            content = read_body(resp, deadline=deadline, limit=MAX_RESPONSE_BYTES)
+            return resp.status_code, dict(resp.headers), content
         finally:
             resp.close()
 
@@ -252,7 +249,7 @@ class Uploader(threading.Thread):
 
     def _on_results(self, batch: list[dict[str, Any]], content: bytes) -> float:
         try:
-            results = json.loads(content)["results"]
+            results = loads_json(content)["results"]  # NaN/Infinity refused like any bad answer
             by_id = {r["record_id"]: r for r in results if r.get("status") in STATUSES}
         except (ValueError, KeyError, TypeError, AttributeError):
             return self._failed("bad_response", content[:200].decode("utf-8", "replace"))
