@@ -111,6 +111,55 @@ def test_bad_requests_say_what_to_send(srv: Running) -> None:
     assert requests.delete(srv.url + "/api/v1/records", headers=AUTH, timeout=5).status_code == 405
 
 
+def test_malformed_acks_are_400_or_408_with_one_log_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 11.4 on the pull API: nested JSON, a bad or negative Content-Length, a short body."""
+    import logging
+    import socket
+
+    caplog.set_level(logging.INFO)
+    r = Running(tmp_path, 3, request_timeout_s=1.0)
+    port = int(r.url.rsplit(":", 1)[1])
+
+    def raw(head: str, body: bytes = b"") -> int:
+        with socket.create_connection(("127.0.0.1", port), timeout=8) as c:
+            c.sendall(head.encode() + f"Authorization: Bearer {TOKEN}\r\n\r\n".encode() + body)
+            return int(c.recv(4096).split(b" ", 2)[1])
+
+    try:
+        nested = requests.post(r.url + "/api/v1/records/ack", data=b"[" * 4000, headers=AUTH, timeout=5)
+        assert nested.status_code == 400 and "cursor" in nested.json()["error"]
+        ack = "POST /api/v1/records/ack HTTP/1.1\r\nHost: x\r\n"
+        assert raw(ack + "Content-Length: abc\r\n") == 400
+        assert raw(ack + "Content-Length: -1\r\n") == 400
+        assert raw(ack + "Content-Length: 40\r\n", b'{"cursor": ') == 408  # shorter than its length
+        assert "Traceback" not in caplog.text and not [x for x in caplog.records if x.exc_info]
+        assert len([x for x in caplog.records if "event=http_" in x.getMessage()]) == 3
+    finally:
+        r.close()
+
+
+def test_idle_tls_connections_leave_healthz_answering(tmp_path: Path) -> None:
+    """Issue 11.2: 17 idle connections (handshake never started) froze the old server."""
+    from test_httpserve import self_signed
+
+    cert = self_signed(tmp_path)
+    r = Running(tmp_path, 1, tls_cert=str(cert), tls_key=str(tmp_path / "k.pem"), max_clients=16,
+                request_timeout_s=30.0)
+    import socket
+
+    port = int(r.url.rsplit(":", 1)[1])
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(40)]
+    try:
+        url = r.url.replace("http://", "https://")
+        assert requests.get(url + "/healthz", verify=str(cert), timeout=5).json() == {"status": "ok"}
+        page = requests.get(url + "/api/v1/records", headers=AUTH, verify=str(cert), timeout=5)
+        assert page.status_code == 200 and len(page.json()["records"]) == 1
+    finally:
+        for c in idle:
+            c.close()
+        r.close()
+
+
 def test_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
     r = Running(tmp_path, 1, rate_per_s=0.5, burst=3)
     try:

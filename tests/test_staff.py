@@ -37,10 +37,10 @@ def test_monitor_counts_the_day_and_keeps_pending_reviews() -> None:
     s = m.snapshot()
     assert s["counts"] == {"passed": 1, "denied": 1, "red_codes": 1, "fevers": 1, "reviews": 1, "overrides": 0}
     assert [r["seq"] for r in s["recent"]] == [3, 2, 1]
-    assert m.pending()["record_id"] == "c"
+    assert m.pending("c")["record_id"] == "c" and m.pending("b") is None  # only REVIEWs are pending
     m.on_passage({"seq": 4, "record_id": "d", "verdict": "PASS", "reasons": ("STAFF_OVERRIDE",),
                   "override_by": "S1", "override_of": "c"})
-    assert m.pending() is None and m.snapshot()["counts"]["overrides"] == 1
+    assert m.pending("c") is None and m.snapshot()["counts"]["overrides"] == 1
     day[0] += timedelta(minutes=2)  # midnight: a new day's counters
     assert m.snapshot()["counts"]["passed"] == 0
 
@@ -61,11 +61,11 @@ def review_lane(tmp_path: Path, trust: Any, codes: Any) -> Harness:
 
 def test_override_pass_records_staff_and_opens_the_gate(tmp_path: Path, trust: Any, codes: Any) -> None:
     with review_lane(tmp_path, trust, codes) as h:
-        assert h.lane.request_override("PASS", "S042")["ok"] is False  # nothing pending yet
+        assert h.lane.request_override("PASS", "S042", "0" * 32)["ok"] is False  # nothing pending yet
         assert wait_until(lambda: len(h.rows) == 1)
         orig = h.rows[0]
         assert orig["verdict"] == "REVIEW"
-        res = h.lane.request_override("PASS", "  S042 ")
+        res = h.lane.request_override("PASS", "  S042 ", orig["record_id"])
         assert res["ok"], res
         rows = h.store.rows()
         assert len(rows) == 2
@@ -75,16 +75,18 @@ def test_override_pass_records_staff_and_opens_the_gate(tmp_path: Path, trust: A
         assert "TEMP_UNAVAILABLE" in o["reasons"] and o["token_hash"] == orig["token_hash"]
         assert h.lane._pattern.name == "PASS"
         assert wait_until(lambda: h.history(RELAY).count(True) == 1)
-        assert h.lane.request_override("DENY", "S042")["ok"] is False  # already handled
+        assert h.lane.request_override("DENY", "S042", orig["record_id"])["ok"] is False  # already handled
         assert h.lane.monitor.snapshot()["counts"]["overrides"] == 1
 
 
 def test_override_validates_input(tmp_path: Path, trust: Any, codes: Any) -> None:
     with review_lane(tmp_path, trust, codes) as h:
         assert wait_until(lambda: len(h.rows) == 1)
-        assert "staff id" in h.lane.request_override("PASS", "  ")["message"]
-        assert h.lane.request_override("MAYBE", "S1")["ok"] is False
-        res = h.lane.request_override("DENY", "S7")
+        rid = h.rows[0]["record_id"]
+        assert "staff id" in h.lane.request_override("PASS", "  ", rid)["message"]
+        assert h.lane.request_override("MAYBE", "S1", rid)["ok"] is False
+        assert h.lane.request_override("PASS", "S1", None)["ok"] is False  # the REVIEW must be named
+        res = h.lane.request_override("DENY", "S7", rid)
         assert res["ok"] and h.store.rows()[-1]["verdict"] == "DENY"
         assert h.lane._pattern is signals.DENY
 
@@ -115,9 +117,11 @@ def test_long_press_on_the_button_passes_the_pending_review(tmp_path: Path, trus
 
 # -- HTTP -----------------------------------------------------------------------------------
 
-def call(url: str, data: dict[str, Any] | None = None, cookie: str | None = None) -> tuple[int, Any, Any]:
-    req = urllib.request.Request(url, data=json.dumps(data).encode() if data is not None else None,
-                                 headers={"Content-Type": "application/json", **({"Cookie": cookie} if cookie else {})})
+def call(url: str, data: dict[str, Any] | None = None, cookie: str | None = None,
+         csrf: str | None = None) -> tuple[int, Any, Any]:
+    headers = {"Content-Type": "application/json", **({"Cookie": cookie} if cookie else {}),
+               **({"X-CSRF-Token": csrf} if csrf else {})}
+    req = urllib.request.Request(url, data=json.dumps(data).encode() if data is not None else None, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=5) as r:
             return r.status, json.loads(r.read() or b"null"), r.headers
@@ -134,23 +138,24 @@ def test_api_needs_the_pin_locks_out_guessing_and_overrides(tmp_path: Path, trus
             assert call(base + "/api/override", {"verdict": "PASS", "staff_id": "x"})[0] == 401
             assert call(base + "/api/login", {"pin": "000000"})[0] == 401
             status, body, headers = call(base + "/api/login", {"pin": PIN})
-            assert status == 200 and body["ok"]
+            assert status == 200 and body["ok"] and body["csrf"]
             cookie = headers["Set-Cookie"].split(";")[0]
-            assert "HttpOnly" in headers["Set-Cookie"]
+            assert "HttpOnly" in headers["Set-Cookie"] and "Secure" not in headers["Set-Cookie"]  # plain HTTP
             assert wait_until(lambda: len(h.rows) == 1)
             status, state, _ = call(base + "/api/state", cookie=cookie)
-            assert status == 200 and state["counts"]["reviews"] == 1
+            assert status == 200 and state["counts"]["reviews"] == 1 and state["csrf"] == body["csrf"]
             pending = state["pending_reviews"][0]
             assert pending["reasons"] == ["TEMP_UNAVAILABLE"]
-            status, res, _ = call(base + "/api/override", {"verdict": "PASS", "staff_id": "S9",
-                                                          "record_id": pending["record_id"]}, cookie)
+            order = {"verdict": "PASS", "staff_id": "S9", "record_id": pending["record_id"]}
+            assert call(base + "/api/override", order, cookie)[0] == 403  # no CSRF token
+            status, res, _ = call(base + "/api/override", order, cookie, body["csrf"])
             assert status == 200 and res["ok"]
             assert h.store.rows()[-1]["override_by"] == "S9"
             # guessing: after LOCKOUT_AFTER wrong PINs even the right one is refused for a while
             for _ in range(LOCKOUT_AFTER):
                 call(base + "/api/login", {"pin": "111111"})
-            status, body, _ = call(base + "/api/login", {"pin": PIN})
-            assert status == 429 and "wait" in body["message"]
+            status, body, headers = call(base + "/api/login", {"pin": PIN})
+            assert status == 429 and "wait" in body["message"] and int(headers["Retry-After"]) >= 1
         finally:
             srv.stop()
 
