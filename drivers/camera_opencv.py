@@ -1,6 +1,6 @@
 """USB (UVC) camera through OpenCV's V4L2 backend.
 
-Why these choices (HARDWARE.md section 4.1):
+Why these choices (docs/hardware.md section 4):
 - Open `/dev/v4l/by-id/usb-...-video-index0`, not `/dev/video0`: indices move when a CSI camera
   or the Pi's codec nodes (/dev/video19...) enumerate first. The symlink is resolved to the
   /dev/videoN node before opening; if a wheel's V4L2 backend refuses names, the index is tried.

@@ -1,6 +1,6 @@
 """Raspberry Pi ribbon (CSI) camera through Picamera2 / libcamera.
 
-Why this driver exists (HARDWARE.md section 4.1): on Bookworm, CSI cameras are reachable only
+Why this driver exists (docs/hardware.md section 4): on Bookworm, CSI cameras are reachable only
 through libcamera; `cv2.VideoCapture(0)` does not open them (OpenCV "wontfix"). Picamera2 comes
 from apt to match the system libcamera: `sudo apt install python3-picamera2 --no-install-recommends`,
 and the service's venv must see it (`python3 -m venv --system-site-packages`). It is imported
@@ -42,14 +42,26 @@ _INSTALL_HINT = ("install it with 'sudo apt install python3-picamera2 --no-insta
 _OPEN_HINT = ("check the ribbon cable, list cameras with 'rpicam-hello --list-cameras', and stop any other "
               "program using the camera ('Pipeline handler in use' / -16); the service user needs the "
               "'video' group for /dev/dma_heap")
+_NUMPY_HINT = ("picamera2 from apt is built against the system numpy and the venv has another one from pip: "
+               "run 'sudo ./scripts/install-pi.sh' again, it pins pip to the system numpy (numpy==<apt version>) "
+               "and picks an OpenCV built for it")
 
 
 def _import_picamera2() -> Callable[[int], Any]:
+    """The Picamera2 class, imported only now. Any failure is a CameraError naming the fix: a
+    missing module (ImportError) and a broken one alike. The broken case seen on Bookworm is
+    ValueError "numpy.dtype size changed, may indicate binary incompatibility": apt's picamera2
+    (through simplejpeg) is compiled against numpy 1.24, and a venv with --system-site-packages
+    that got numpy 2 from pip shadows it."""
     try:
         from picamera2 import Picamera2  # type: ignore[import-not-found, unused-ignore]
-    except ImportError as e:
-        raise CameraError(f"camera.source = \"picamera2\" but picamera2 is not importable ({e}): "
-                          f"{_INSTALL_HINT}") from e
+    except Exception as e:  # noqa: BLE001 - a module that raises on import is a broken install, not a crash
+        text = f"{type(e).__name__}: {e}".splitlines()[0]
+        if "numpy" in text or "binary incompatib" in text:
+            hint, what = _NUMPY_HINT, "importing picamera2 failed"
+        else:
+            hint, what = _INSTALL_HINT, "picamera2 is not importable"
+        raise CameraError(f"camera.source = \"picamera2\" but {what} ({text}): {hint}") from e
     return lambda num: Picamera2(camera_num=num)
 
 

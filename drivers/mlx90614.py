@@ -16,7 +16,7 @@ Units: temperatures in degrees Celsius (0.02 K resolution), emissivity as 0.1..1
 Reference: Melexis MLX90614 datasheet Rev 008 (sections 8.4.3 PEC, 8.4.6 memory map, 8.4.7
 timing), Melexis application note "SMBus communication with MLX90614", and Melexis' own
 i2c-stick driver for the emissivity procedure (registers 0x24 + 0x2F, commands 0x60/0x61).
-Facts and sources are collected in shared/notes/HARDWARE.md sections 1, 2 and 7.
+Facts and sources are collected in docs/hardware.md sections 1 and 2.
 
 Why not `read_word_data`: the kernel path drops the PEC byte, and PEC is the only thing that
 catches the chip's classic failed reads (0xFFFF = 1037.55 C, a PEC byte of 0xFF). Every read
@@ -28,6 +28,12 @@ driver counts as down: it stops retrying with back-off sleeps (one probe per rea
 loop stays fast and recovery is seen on the next read), reopens its bus with exponential
 back-off when it has a way to (`reopen`, set by `from_bus_number`), and after it answers again
 discards the first samples, since a chip that lost power restarts its filters.
+
+I2C errors are classified by what happened on the wire (`classify_errno`: a NACK is errno 121
+on the hardware controllers and errno 6 on the `dtoverlay=i2c-gpio` software bus), and retried
+for every transient kind. Repeated WARNING lines are rate-limited per kind (`drivers.ratelimit`:
+the first at once, then at most one per `log_interval_s` saying how many were held back), so a
+chip that NACKs each first try and answers the retry cannot flood the journal.
 """
 
 from __future__ import annotations
@@ -50,24 +56,27 @@ from drivers.mlx90614_wire import (  # re-exported: callers import them from her
     EE_ID,
     EMISSIVITY_EXPECTED,
     EMISSIVITY_RANGE,
-    ERRNO_TEXT,
     FAILURE_KINDS,
     RAM_TA,
     RAM_TOBJ1,
     RAM_TOBJ2,
-    RETRY_ERRNOS,
+    RETRYABLE_KINDS,
     TA_RANGE_C,
     TO_RANGE_C,
     EE_0x2F,
     Failure,
     SMBusLike,
     check_temperature,
+    classify_errno,
     crc8,
+    describe_errno,
     open_bus,
     raw_to_celsius,
 )
+from drivers.ratelimit import DEFAULT_INTERVAL_S, LogRateLimiter
 
-__all__ = ["MLX90614", "SMBusLike", "SensorError", "crc8", "open_bus", "raw_to_celsius", "DEFAULT_ADDRESS",
+__all__ = ["MLX90614", "SMBusLike", "SensorError", "classify_errno", "crc8", "open_bus", "raw_to_celsius",
+           "DEFAULT_ADDRESS", "RETRYABLE_KINDS",
            "RAM_TA", "RAM_TOBJ1", "RAM_TOBJ2", "EE_EMISSIVITY", "EE_CONFIG1", "EE_0x2F", "EE_ID",
            "EMISSIVITY_EXPECTED", "EMISSIVITY_RANGE", "FAILURE_KINDS", "STARTUP_S", "DISCARD_SAMPLES",
            "DOWN_AFTER", "REOPEN_BACKOFF_S", "EEPROM_WAIT_S"]
@@ -89,7 +98,8 @@ class MLX90614:
     read (at least 1); failed tries back off `backoff_s * try` through the injected `sleep`.
     `discard_samples` temperature reads of each register are dropped after power-up and after
     a recovery. `reopen` makes a fresh bus object (None: never reopen); `down_after` failed
-    reads in a row mark the sensor down (see the module docstring).
+    reads in a row mark the sensor down (see the module docstring). `log_interval_s`: repeated
+    WARNING/ERROR lines of one kind appear at most once per this many seconds of `monotonic`.
     """
 
     def __init__(
@@ -107,6 +117,7 @@ class MLX90614:
         reopen: Callable[[], SMBusLike] | None = None,
         down_after: int = DOWN_AFTER,
         reopen_backoff_s: tuple[float, float] = REOPEN_BACKOFF_S,
+        log_interval_s: float = DEFAULT_INTERVAL_S,
     ) -> None:
         if not 0x01 <= address <= 0x7F:
             raise ValueError(
@@ -146,6 +157,7 @@ class MLX90614:
         self._down_since: float | None = None
         self._open_error = ""
         self.reopens = 0
+        self._log_limit = LogRateLimiter(log_interval_s, monotonic)
 
     @classmethod
     def from_bus_number(
@@ -178,7 +190,8 @@ class MLX90614:
         return "".join(f"{word:04x}" for word in words)
 
     def failure_counts(self) -> dict[str, int]:
-        """Failed tries per kind since creation (an errno that is not retried counts as eio)."""
+        """Failed tries per kind since creation (FAILURE_KINDS; an errno that names no transient
+        wire condition counts as "bus")."""
         with self._lock:
             return dict(self._counts)
 
@@ -312,11 +325,12 @@ class MLX90614:
             except Failure as failure:
                 self._counts[failure.kind] += 1
                 failures.append(failure)
-                log.log(
-                    logging.DEBUG if down else logging.WARNING,
-                    "mlx90614 read_failed address=%#04x cmd=%#04x kind=%s try=%d/%d problem=%r",
-                    self.address, cmd, failure.kind, attempt, tries, failure.problem,
-                )
+                line = ("mlx90614 read_failed address=%#04x cmd=%#04x kind=%s try=%d/%d problem=%r",
+                        self.address, cmd, failure.kind, attempt, tries, failure.problem)
+                if down:  # one probe per read while down: the "down" line already said it
+                    log.debug(*line)
+                else:
+                    self._log_limit.log(log, logging.WARNING, ("read_failed", failure.kind), *line)
                 if not failure.retryable:
                     break
                 if attempt < tries:
@@ -335,8 +349,10 @@ class MLX90614:
     def _read_succeeded(self) -> None:
         if self.down:
             down_s = self._monotonic() - (self._down_since or self._monotonic())
-            log.warning("mlx90614 recovered address=%#04x failed_reads=%d down_s=%.1f reopens=%d",
-                        self.address, self._failed_reads, down_s, self.reopens)
+            self._log_limit.log(
+                log, logging.WARNING, "recovered",
+                "mlx90614 recovered address=%#04x failed_reads=%d down_s=%.1f reopens=%d",
+                self.address, self._failed_reads, down_s, self.reopens)
             self._arm_discard()  # it may have lost power: its first samples are not trusted
         self._failed_reads = 0
         self._down_since = None
@@ -347,8 +363,9 @@ class MLX90614:
         if self._failed_reads == self._down_after:
             self._down_since = self._monotonic()
             self._next_reopen_s = self._down_since  # first reopen at the next read
-            log.error("mlx90614 down address=%#04x failed_reads=%d error=%r", self.address,
-                      self._failed_reads, message)
+            self._log_limit.log(log, logging.ERROR, "down",
+                                "mlx90614 down address=%#04x failed_reads=%d error=%r",
+                                self.address, self._failed_reads, message)
 
     def _maybe_reopen(self) -> None:
         """Close and reopen the bus, at most once per back-off period (1 s doubling to 30 s)."""
@@ -443,12 +460,10 @@ class MLX90614:
         try:
             self._bus.i2c_rdwr(*msgs)
         except OSError as exc:
-            kind = RETRY_ERRNOS.get(exc.errno or 0)
-            problem, fix = ERRNO_TEXT.get(exc.errno or 0, (
-                f"{exc.strerror or exc} (errno {exc.errno})", "check the I2C bus and wiring"))
+            kind, problem, fix = describe_errno(exc.errno, exc.strerror)
             bus = self.bus_number if self.bus_number is not None else "<bus>"
             fix = fix.format(bus=bus, address=self.address)
-            raise Failure(kind or "eio", problem, fix, retryable=kind is not None) from exc
+            raise Failure(kind, problem, fix, retryable=kind in RETRYABLE_KINDS) from exc
 
     def _wait_for_startup(self) -> None:
         """Never trust data during the power-on-reset time; waits out what is left of it."""

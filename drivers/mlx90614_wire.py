@@ -2,7 +2,7 @@
 
 Pure helpers used by `drivers.mlx90614.MLX90614` (the stateful driver: lock, retries, reopen);
 kept apart so the driver stays readable. Sources: Melexis MLX90614 datasheet Rev 008 (8.4.3 PEC,
-8.4.6 memory map), HARDWARE.md sections 1 and 2.
+8.4.6 memory map), docs/hardware.md sections 1 and 2.
 """
 
 from __future__ import annotations
@@ -44,27 +44,59 @@ TO_RANGE_C = (-70.0, 382.2)
 EMISSIVITY_RANGE = (0.1, 1.0)
 EMISSIVITY_EXPECTED = (0.95, 1.0)  # human skin ~0.98; outside this, readings are suspect
 
-FAILURE_KINDS = ("pec", "nack", "eio", "timeout", "error_flag", "sentinel", "range", "bus")
-RETRY_ERRNOS = {
-    errno.EREMOTEIO: "nack",
-    errno.EIO: "eio",
-    errno.ETIMEDOUT: "timeout",
-    errno.EAGAIN: "eio",  # i2c core: arbitration lost / bus busy, worth another try
-}
+FAILURE_KINDS = ("pec", "nack", "eio", "timeout", "arbitration", "error_flag", "sentinel", "range",
+                 "bus")
 
-ERRNO_TEXT = {  # errno -> (problem, fix); fix may use {bus} and {address}
-    errno.EREMOTEIO: ("no ACK (errno 121)",
-                      "check SDA/SCL wiring, 3.3 V supply and i2cdetect -y {bus}"),
-    errno.EIO: ("I/O error (errno 5)",
-                "check wiring and pull-ups, lower the bus speed (dtparam=i2c_arm_baudrate=50000)"),
-    errno.ETIMEDOUT: ("bus timeout (errno 110)",
-                      "bus stuck or clock stretching: lower the bus speed or power-cycle the"
-                      " sensor"),
-    errno.EAGAIN: ("bus busy (errno 11)", "check for another master or process on the bus"),
+# I2C errno -> failure kind, by what happened on the wire, not by which controller said so
+# (Linux Documentation/i2c/fault-codes.rst; the errno each adapter driver returns):
+#   nack         ENXIO (6): i2c-gpio / i2c-algo-bit, the software bus used against the Pi's
+#                clock-stretching bug; EREMOTEIO (121): i2c-bcm2835 (Pi 0-4), i2c-designware (Pi 5)
+#   timeout      ETIMEDOUT (110): the bus or the chip held SCL too long
+#   arbitration  EAGAIN (11): arbitration lost (another master, or noise on SDA)
+#   eio          EIO (5): an unspecified transfer error (i2c-algo-bit: NACK on a data byte)
+#   bus          anything else (EBUSY, EBADF, ENODEV ...): not a glitch a retry fixes
+I2C_ERRNO_KINDS = {
+    errno.ENXIO: "nack",
+    errno.EREMOTEIO: "nack",
+    errno.ETIMEDOUT: "timeout",
+    errno.EAGAIN: "arbitration",
+    errno.EIO: "eio",
+}
+#: Kinds of a failed transfer worth another try: all four are transient on a working bus.
+RETRYABLE_KINDS = frozenset({"nack", "timeout", "arbitration", "eio"})
+
+_KIND_TEXT = {  # kind -> (problem, fix); fix may use {bus} and {address}
+    "nack": ("no ACK", "check SDA/SCL wiring, 3.3 V supply and i2cdetect -y {bus}"),
+    "eio": ("I/O error",
+            "check wiring and pull-ups, lower the bus speed (dtparam=i2c_arm_baudrate=50000)"),
+    "timeout": ("bus timeout",
+                "bus stuck or clock stretching: lower the bus speed or power-cycle the sensor"),
+    "arbitration": ("arbitration lost",
+                    "check for another master or process on the bus, and for noise on SDA"),
+}
+ERRNO_TEXT = {  # errno outside the kinds above -> (problem, fix)
     errno.EBUSY: ("address busy (errno 16)",
                   "a kernel driver owns {address:#04x}: unload the mlx90614 IIO module or"
                   " remove its device-tree overlay"),
 }
+
+
+def classify_errno(err: int | None) -> str:
+    """The FAILURE_KINDS entry for the errno of a failed I2C transfer (table above); "bus" for
+    any errno that names no transient wire condition, and for None."""
+    return I2C_ERRNO_KINDS.get(err or 0, "bus")
+
+
+def describe_errno(err: int | None, strerror: str | None = None) -> tuple[str, str, str]:
+    """(kind, problem, fix) for a failed transfer: problem names the errno, e.g.
+    "no ACK (errno 6)"; fix may hold {bus} and {address} placeholders."""
+    kind = classify_errno(err)
+    if kind in _KIND_TEXT:
+        problem, fix = _KIND_TEXT[kind]
+        return kind, f"{problem} (errno {err})", fix
+    problem, fix = ERRNO_TEXT.get(err or 0, (f"{strerror or 'I2C error'} (errno {err})",
+                                             "check the I2C bus and wiring"))
+    return kind, problem, fix
 
 
 class SMBusLike(Protocol):

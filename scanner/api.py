@@ -13,7 +13,7 @@ page); `max_clients` requests are handled at once, more are answered 503.
 Safety: a bearer token per device read from a file, compared with hmac.compare_digest; the
 API refuses to start without one. Each request opens its own connection (read-only for GET)
 and closes its read transaction before the body is written, so a slow client never starves
-the WAL checkpoint (RECORDS 2.3). Pulls and acks are logged (audit) without record contents.
+the WAL checkpoint (docs/durability.md section 6). Pulls and acks are logged (audit) without record contents.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ MAX_HEADER_BYTES = 8192
 
 
 class TokenBucket:
-    """Per-client token buckets (RECORDS 3.3: 1 req/s, burst 20 in the exporter-toolkit example)."""
+    """Per-client token buckets (docs/durability.md section 7; 1 req/s, burst 20 in the exporter-toolkit example)."""
 
     def __init__(self, rate_per_s: float, burst: int, clock: Callable[[], float] = time.monotonic,
                  max_clients: int = 4096) -> None:

@@ -1,6 +1,6 @@
 """Site calibration of the fever screen: paired readings -> offset_c and ambient_coeff.
 
-Why: forehead skin reads below core temperature, and more so in the cold (HARDWARE.md 2.4), so
+Why: forehead skin reads below core temperature, and more so in the cold (docs/hardware.md section 3), so
 the lane maps the sensor's object and ambient readings to a body estimate,
     body = object + offset_c + ambient_coeff * (reference_ambient_c - ambient),
 before the 37.3 °C threshold is applied. The two numbers depend on the housing, the distance and
@@ -15,8 +15,6 @@ pair takes an injected clock; `scanner.cli_calibrate` is the thin interactive la
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 import re
@@ -31,7 +29,7 @@ from drivers.base import Thermometer
 from scanner.config import parse_config
 from scanner.errors import ConfigError, ScannerError
 from scanner.models import Measurement, TempStatus
-from scanner.numbers import NotFiniteError, in_range, parse_finite
+from scanner.numbers import in_range
 from scanner.screening import Screener, ScreeningRules
 
 MIN_PAIRS = 3
@@ -137,50 +135,24 @@ def fit_calibration(pairs: Sequence[Pair], reference_ambient_c: float = 25.0, ke
 
 
 def read_pairs_csv(path: str | Path) -> list[Pair]:
-    """`object_c,ambient_c,reference_c` per line (a header with those names is optional, any
-    column order then); blank lines and lines starting with # are skipped."""
-    p = Path(path)
+    """The pairs in a CSV file (scanner.calibrate_csv: `object_c,ambient_c,reference_c` per line,
+    or any order under a header naming them; what Excel and Notepad save is accepted). Raises
+    CalibrationError, one line with the file, the line and the fix, for a row that is not three
+    finite numbers or not a plausible pair, and for a file that cannot be read as UTF-8."""
+    from scanner.calibrate_csv import CsvError, read_rows
+
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise CalibrationError(f"cannot read {p} ({e.strerror or e}); fix: give the path of a CSV file") from None
-    rows = [(n, row) for n, row in enumerate(csv.reader(io.StringIO(text)), 1)
-            if row and any(c.strip() for c in row) and not row[0].strip().startswith("#")]
-    columns = ["object_c", "ambient_c", "reference_c"]
-    if rows and not _is_number(rows[0][1][0]):
-        header = [c.strip() for c in rows[0][1]]
-        missing = [c for c in columns if c not in header]
-        if missing:
-            raise CalibrationError(f"{p} line {rows[0][0]}: header lacks {', '.join(missing)}; fix: first line "
-                                   "object_c,ambient_c,reference_c")
-        index = [header.index(c) for c in columns]
-        rows = rows[1:]
-    else:
-        index = [0, 1, 2]
+        rows = read_rows(path)
+    except CsvError as e:
+        raise CalibrationError(str(e)) from None
     pairs = []
-    for n, row in rows:
-        try:
-            obj, amb, ref = (parse_finite(row[i].strip(), columns[k]) for k, i in enumerate(index))
-        except NotFiniteError as e:
-            raise CalibrationError(f"{p} line {n}: expected three numbers object_c,ambient_c,reference_c, each "
-                                   f"finite ({e}); fix: one pair per line, °C with a dot") from None
-        except IndexError:
-            raise CalibrationError(f"{p} line {n}: expected three numbers object_c,ambient_c,reference_c (got "
-                                   f"{','.join(row)!r}); fix: one pair per line, °C with a dot") from None
+    for n, obj, amb, ref in rows:
         pair = Pair(obj, amb, ref)
         problem = check_pair(pair)
         if problem:
-            raise CalibrationError(f"{p} line {n}: {problem}")
+            raise CalibrationError(f"{path} line {n}: {problem}")
         pairs.append(pair)
     return pairs
-
-
-def _is_number(s: str) -> bool:
-    try:
-        float(s)
-    except ValueError:
-        return False
-    return True
 
 
 # -- reading one pair from the sensor ------------------------------------------------------

@@ -1,8 +1,11 @@
 """The capture thread: the scan loop only ever sees the newest frame.
 
-Failure handling (HARDWARE.md section 4.1):
+Failure handling (docs/hardware.md section 4):
 - a camera that raises (unplugged, EIO, cannot open) is closed and reopened with back-off
-  (0.5 s doubling to 10 s) until it returns;
+  (0.5 s doubling to 10 s) until it returns. Any other exception from a driver (a bug, a library
+  that fails on import such as picamera2 against the wrong numpy) is handled the same way: one
+  error line with its file:line once per exception type (the traceback at debug level), FAULT
+  with the error's first line, back-off; the thread never dies while the lights show old state;
 - a camera that delivers nothing is a FAULT as soon as the newest frame is older than STALL_S,
   whether `read()` keeps returning None or is blocked inside the driver: `fault` is computed from
   the frame age when it is asked, so the lights show FAULT within STALL_S even while a V4L2
@@ -46,6 +49,7 @@ class CaptureThread(threading.Thread):
         self.heartbeat = clock()
         self._error: str | None = None
         self._stall_logged = False
+        self._tracebacks_logged: set[str] = set()
         self.reopens = 0
         self._idle = idle_sleep_s
 
@@ -90,6 +94,17 @@ class CaptureThread(threading.Thread):
                 opened = False
                 backoff = self._fail(str(e), backoff)
                 continue
+            except Exception as e:  # noqa: BLE001 - a driver bug or a broken library must not end capture
+                message = _unexpected(e)
+                kind = f"{type(e).__module__}.{type(e).__qualname__}"
+                if kind not in self._tracebacks_logged:  # once per kind, then only the fault lines
+                    self._tracebacks_logged.add(kind)
+                    log.error("event=camera_driver_error error=%r at=%s", message, _where(e))
+                    log.debug("camera driver traceback", exc_info=True)
+                self._error = message
+                opened = False
+                backoff = self._fail(message, backoff)
+                continue
             now = self._clock()
             if frame is None:
                 if now - max(self.last_frame_mono, opened_at) > self.stall_s:
@@ -117,3 +132,20 @@ class CaptureThread(threading.Thread):
             self.camera.close()
         except Exception:  # noqa: BLE001 - closing a broken device must not kill the thread
             log.debug("camera close failed", exc_info=True)
+
+
+def _unexpected(e: BaseException) -> str:
+    """One line for the FAULT text of an exception no driver should raise."""
+    first = (str(e).splitlines() or [""])[0]
+    return (f"camera driver error {type(e).__name__}: {first}: the capture thread keeps retrying; "
+            f"fix or reinstall the camera driver (the journal names the file and line)")
+
+
+def _where(e: BaseException) -> str:
+    """`file:line` where the exception was raised (the innermost frame), for the journal."""
+    tb = e.__traceback__
+    if tb is None:
+        return "?"
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"

@@ -1,7 +1,8 @@
 """checkpoint-scanner: one checkpoint lane on a Raspberry Pi (or simulated on a laptop).
 
-The library does the work; this is a thin CLI (sqlite-utils style). Every error a person can
-cause ends in one line that names the fix and a non-zero exit, never a traceback.
+The command-line entry: each command's work is in its own module (scanner/cli_*.py and the
+library behind it). Every error a person can cause ends in one line that names the fix and a
+non-zero exit, never a traceback.
 """
 
 from __future__ import annotations
@@ -16,6 +17,29 @@ import threading
 from collections.abc import Callable
 
 from scanner.errors import ConfigError, ScannerError
+
+DESCRIPTION = """\
+检查站扫码测温闸机 / checkpoint-scanner: one checkpoint lane on a Raspberry Pi (or simulated on
+a laptop): health and residence codes by camera, temperature by an MLX90614, verdict by LEDs,
+buzzer and screen, every passage kept in an outbox until the central server has it.
+Every error ends in one line that names the fix, exit 1 or 2."""
+
+RUN_EPILOG = """\
+examples:
+  sudo systemctl start checkpoint-scanner                     how a gate runs it
+  checkpoint-scanner run --config /etc/checkpoint-scanner/config.toml
+  checkpoint-scanner run --config config/simulated.toml --duration 60 --log-format text
+                                                              a laptop, one minute, readable log
+Before the first run: `check-config FILE` (the config and every file it names), then
+`selftest --config FILE` (the devices).
+"""
+
+DEMO_EPILOG = """\
+examples:
+  checkpoint-scanner demo                      under a minute; prints one line per passage
+  checkpoint-scanner demo --workdir demo-run   keep keys, frames and the outbox afterwards
+  checkpoint-scanner demo -v                   with the lane's own log lines
+"""
 
 EPILOG = """\
 examples:
@@ -127,13 +151,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="checkpoint-scanner", description=__doc__,
+    p = argparse.ArgumentParser(prog="checkpoint-scanner", description=DESCRIPTION,
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     r = sub.add_parser("run", help="run the lane daemon (systemd runs this)",
-                       description="Run one checkpoint lane until SIGTERM or Ctrl-C. Real or simulated "
-                       "devices are chosen in the config file.")
+                       description="运行闸机 / Run one checkpoint lane until SIGTERM or Ctrl-C. Real or\n"
+                       "simulated devices are chosen in the config file ([checkpoint] mode).",
+                       epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("--config", required=True, help="TOML config file (see config/example.toml)")
     r.add_argument("--duration", type=float, default=0, help="stop after this many seconds (tests, demos)")
     r.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="overrides [log] level")
@@ -141,9 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_cmd_run)
 
     d = sub.add_parser("demo", help="simulated lane with 14 scripted people; prints every passage",
-                       description="Makes its own keys and codes, then runs the real lane loop on replayed "
-                       "camera frames, a scripted thermometer and mock GPIO pins. Exit 0 when every "
-                       "verdict is the expected one.")
+                       description="演示 / Makes its own keys and codes, then runs the real lane loop on\n"
+                       "replayed camera frames, a scripted thermometer and mock GPIO pins. Exit 0 when every\n"
+                       "verdict is the expected one.",
+                       epilog=DEMO_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     d.add_argument("--workdir", help="keep keys, frames and the outbox here (default: a temp dir)")
     d.add_argument("-v", "--verbose", action="store_true", help="show the lane's log lines too")
     d.set_defaults(func=_cmd_demo)

@@ -1,7 +1,7 @@
 """`checkpoint-scanner codes bundle trust|status|policy`: sign trust data with the anchor key.
 
 For a central server (or a technician at a bench) to produce exactly the files devices fetch
-(CODES.md section 3). Each bundle is opened again with the anchor certificate before it is
+(docs/credentials.md section 3). Each bundle is opened again with the anchor certificate before it is
 written, with the device's own parser, so the tool never emits a bundle that gates refuse.
 Status entries are given as hex (32 characters = 16 bytes) in a JSON file:
 
@@ -38,6 +38,17 @@ from .credentials.trust import load_certificate
 from .errors import CredentialError, TrustDataError
 
 _FMT = argparse.RawDescriptionHelpFormatter
+_DESCRIPTION = """\
+Sign trust data with the anchor key: exactly the files devices fetch from the central server
+(trust list, status list, policy). Each bundle is opened again with the anchor certificate and
+the device's own parser before it is written, so this never writes a bundle that gates refuse."""
+_STATUS_DESCRIPTION = """\
+Sign a status list: a snapshot, or a diff from --from-version. Entries are given as hex
+(32 characters = 16 bytes) in a JSON file (--in):
+
+  snapshot  {"revoked": [HEX, ...], "denylisted": [HEX, ...], "colour_updates": {HEX: 0|1|2}}
+  diff      {"add": {<same keys>}, "remove": {"revoked": [...], "denylisted": [...],
+             "colour_updates": [HEX, ...]}}       with --from-version N --total T"""
 _EPILOG = """\
 examples:
   checkpoint-scanner codes bundle trust  --keys demo-keys --version 2 -o trust-list.cose
@@ -52,11 +63,12 @@ examples:
 
 def add_parser(sub: Any) -> None:
     b = sub.add_parser("bundle", help="sign a trust list, status list or policy with the anchor key",
-                       description=__doc__, epilog=_EPILOG, formatter_class=_FMT)
+                       description=_DESCRIPTION, epilog=_EPILOG, formatter_class=_FMT)
     kinds = b.add_subparsers(dest="bundle_kind", metavar="{trust,status,policy}")
     trust = kinds.add_parser("trust", help="signed trust list (signer certificates and their types)",
                              epilog=_EPILOG, formatter_class=_FMT)
     status = kinds.add_parser("status", help="signed status list snapshot or diff", epilog=_EPILOG,
+                              description=_STATUS_DESCRIPTION,
                               formatter_class=_FMT)
     policy = kinds.add_parser("policy", help="signed policy (thresholds the centre sets)", epilog=_EPILOG,
                               formatter_class=_FMT)
@@ -70,7 +82,7 @@ def add_parser(sub: Any) -> None:
     trust.add_argument("--signer", action="append", default=[], metavar="CERT:TYPES[:ISSUER]",
                        help="signer certificate, comma-separated types (health,residence,dcc) and issuer; "
                        "repeat. Default with --keys: the keygen health and residence signers")
-    status.add_argument("--in", dest="input", metavar="FILE", help="JSON entries (see above); default: empty")
+    status.add_argument("--in", dest="input", metavar="FILE", help="JSON entries (format above); default: empty")
     status.add_argument("--from-version", type=int, help="make a diff from this version (needs --total)")
     status.add_argument("--total", type=int, help="diff: entries after applying it (devices check the count)")
     policy.add_argument("--fever-threshold-c", type=float, help="fever threshold, °C (35..40)")

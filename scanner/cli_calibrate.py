@@ -1,8 +1,8 @@
 """`checkpoint-scanner calibrate`: fit the fever screen's mapping on site and write it to the config.
 
-Thin layer over `scanner.calibrate`: interactive prompts in Chinese and English, or `--pairs
-FILE.csv` for scripting. Exit 0 written (or dry run shown), 1 refused or not written, 2 config
-invalid. Errors are one line naming the fix.
+The work is in `scanner.calibrate`; here are the interactive prompts in Chinese and English, or
+`--pairs FILE.csv` for scripting. Exit 0 written (or dry run shown), 1 refused or not written,
+2 config invalid. Errors are one line naming the fix.
 """
 
 from __future__ import annotations
@@ -34,6 +34,13 @@ from scanner.calibrate import (
 from scanner.config import Config, load_config
 from scanner.numbers import NotFiniteError, in_range, parse_finite
 from scanner.screening import ScreeningRules
+from scanner.textfile import read_text
+
+DESCRIPTION = """\
+温度校准 / Fit the fever screen's mapping on site and write it to the config: pairs of the
+sensor's reading of a person and the same person's temperature from a reference (clinical)
+thermometer give offset_c and ambient_coeff. Asks for each pair, or reads them from --pairs.
+Exit 0 written (or dry run shown), 1 refused or not written, 2 config invalid."""
 
 EPILOG = """\
 examples:
@@ -45,8 +52,9 @@ Each pair: the sensor's reading of a person (taken here, from the configured the
 and the same person's temperature from a reference thermometer, typed in. At least 3 pairs,
 ideally at different ambient temperatures (morning, noon, night); with less than 3 °C of
 ambient spread only offset_c is fitted and ambient_coeff is kept.
-pairs.csv: one pair per line, object_c,ambient_c,reference_c (an optional header line with
-those names; # comments allowed).
+pairs.csv: one pair per line, object_c,ambient_c,reference_c in °C, or any order under a
+header line naming them (other named columns are ignored; # comments allowed). As Excel or
+WPS save it is fine: UTF-8 with a BOM, CRLF, ';' or tab between columns with decimal commas.
 The service reads the config at start: restart it afterwards.
 """
 
@@ -70,7 +78,7 @@ def _finite_arg(text: str) -> float:
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("calibrate", help="fit the temperature mapping against a reference thermometer",
-                       description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="TOML config file to read and update")
     p.add_argument("--pairs", metavar="FILE.csv", help="take the pairs from this file instead of asking")
     p.add_argument("--dry-run", action="store_true", help="show the fit, do not write the config")
@@ -107,7 +115,7 @@ def run_calibrate(args: argparse.Namespace, *, thermometer: Thermometer | None =
     fit = fit_calibration(pairs, reference_ambient, keep_coeff=th.ambient_coeff)
     _show_fit(cfg, pairs, fit, version, say)
     path = Path(args.config)
-    new_text = updated_config_text(path.read_text(encoding="utf-8"), str(path), fit, version)
+    new_text = updated_config_text(read_text(path), str(path), fit, version)  # load_config checked it is UTF-8
     if args.dry_run:
         say(f"试运行：未修改 {path} / dry run: {path} not changed")
         return 0

@@ -1,8 +1,9 @@
 """`checkpoint-scanner codes ...`: make a demo trust chain, issue codes, verify a code or a photo.
 
-A thin layer over `scanner.credentials` (library first, thin CLI): argparse wiring, human output
-in Chinese and English, JSON for tools. Exit codes: 0 VALID, 1 not valid, 2 usage or setup error.
-Errors are one line (`error: ...; fix: ...`), never a traceback.
+The work is in `scanner.credentials`; this module is the argparse wiring, and the human output
+(scanner/codes_text.py) in Chinese and English, JSON for tools. Exit codes: 0 VALID, 1 not valid,
+2 usage or setup error (a path that does not exist among them). Errors are one line
+(`error: ...; fix: ...`), never a traceback.
 """
 
 from __future__ import annotations
@@ -10,16 +11,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from .codes_text import format_human, gate_line
 from .credentials import (
     Signer,
     TrustStore,
-    Verification,
     generate_keys,
     issue_health,
     issue_residence,
@@ -46,7 +48,9 @@ examples:
 _VERIFY_EPILOG = """\
 The argument is the code text, or the path of an image containing QR codes (PNG/JPEG).
 Trust data: --keys DIR (a keygen directory) or --trust-list FILE --anchor FILE (the device's files).
-Exit status: 0 VALID, 1 anything else, 2 usage or setup error.
+The last line says what a gate would decide for the code alone: a red code is VALID (its
+signature holds) and the gate's DENY HEALTH_RED.
+Exit status: 0 VALID, 1 anything else, 2 usage or setup error (an image path that does not exist).
 
 examples:
   checkpoint-scanner codes verify --keys demo-keys health.png
@@ -54,31 +58,6 @@ examples:
   checkpoint-scanner codes verify --json --trust-list /var/lib/checkpoint/trust-list.cose \\
       --anchor /etc/checkpoint/anchor.pem photo.jpg
 """
-
-_CODE_ZH = {
-    "VALID": "有效",
-    "FORMAT_UNSUPPORTED": "不是健康码/安居码",
-    "FORMAT_INVALID": "格式错误",
-    "UNKNOWN_SIGNER": "未知签发方",
-    "SIGNATURE_INVALID": "签名无效（伪造）",
-    "SIGNER_NOT_ALLOWED": "签发方无权签发此类码",
-    "NOT_YET_VALID": "尚未生效",
-    "EXPIRED": "已过期",
-    "CLOCK_UNTRUSTED": "设备时钟不可信",
-    "REVOKED": "已吊销",
-    "DENYLISTED": "已列入黑名单",
-    "CLAIMS_INVALID": "内容不合规",
-    "TRUST_DATA_EXPIRED": "信任数据已过期",
-    "ONLINE_UNAVAILABLE": "无法在线核验",
-    "HEALTH_PENDING": "健康码待核验",
-}
-_KIND_ZH = {
-    "health": "健康码 health code",
-    "residence": "安居码 residence code",
-    "dcc": "欧盟数字新冠证书 EU DCC",
-}
-_COLOUR_ZH = {"green": "绿码 green", "yellow": "黄码 yellow", "red": "红码 red"}
-
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register `codes` (with keygen / issue / verify) on the main CLI's subparsers."""
@@ -358,7 +337,7 @@ def _parse_now(value: str | None) -> datetime:
 def _verify(args: argparse.Namespace) -> int:
     trust = _load_trust(args)
     now = _parse_now(args.now)
-    if os.path.isfile(args.code):
+    if _is_path(args.code):
         payloads: list[str | bytes] = list(read_qr_image(args.code))
         if not payloads:
             print("未找到二维码 no QR code found in the image", file=sys.stderr)
@@ -375,41 +354,28 @@ def _verify(args: argparse.Namespace) -> int:
             if i:
                 print()
             print(format_human(result))
+            print(gate_line(result))
     return EXIT_VALID if all(r.ok for r in results) else EXIT_INVALID
 
 
-def _time(ts: int | None) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC") if ts is not None else "-"
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+_CODE_PREFIX = re.compile(r"^[A-Z0-9]{2,8}:")  # ZHC1:, AJM1:, HC1: and any other credential prefix
 
 
-def format_human(r: Verification) -> str:
-    """Bilingual text for staff and technicians. It shows the masked name and ID tail because a
-    person compares them with the holder; JSON leaves them out unless asked."""
-    lines = [f"结果 Result:   {_CODE_ZH.get(r.code, '')} {r.code}"]
-    if r.kind:
-        lines.append(f"类型 Kind:     {_KIND_ZH.get(r.kind, r.kind)}")
-    if r.colour:
-        lines.append(f"颜色 Colour:   {_COLOUR_ZH.get(r.colour, r.colour)}")
-    if r.issuer:
-        lines.append(f"签发 Issuer:   {r.issuer}")
-    if r.masked_name or r.id_tail:
-        lines.append(
-            f"姓名 Name:     {r.masked_name or '-'}   证件尾号 ID tail: {r.id_tail or '-'}"
-        )
-    if r.region:
-        lines.append(f"地区 Region:   {r.region}")
-    if r.village:
-        grid, house = r.grid or "-", r.house_id or "-"
-        lines.append(f"村社 Village:  {r.village}   网格 Grid: {grid}   房屋 House: {house}")
-    if r.issued_at is not None:
-        since = r.not_before if r.not_before is not None else r.issued_at
-        lines.append(f"有效期 Valid:  {_time(since)} → {_time(r.expires_at)}")
-    if r.kid is not None:
-        lines.append(f"密钥 Kid:      {r.kid.hex()}   信任列表 Trust list: v{r.trust_version}")
-    if r.warnings:
-        lines.append(f"警告 Warnings: {', '.join(r.warnings)}")
-    lines.append(f"说明 Detail:   {r.detail}")
-    return "\n".join(lines)
+def _is_path(arg: str) -> bool:
+    """True for an existing file; CredentialError (exit 2) for what is meant as a path but is not
+    a file (a directory; a missing name ending in .png or holding a directory part), so a typo
+    is not verified as code text and reported as "not a health code"."""
+    if os.path.isfile(arg):
+        return True
+    if _CODE_PREFIX.match(arg) or "://" in arg:
+        return False
+    if os.path.isdir(arg):
+        raise CredentialError(f"{arg} is a directory; fix: give an image file in it, or the code text")
+    if arg.lower().endswith(_IMAGE_SUFFIXES) or os.sep in arg or arg.startswith(("~", ".")):
+        raise CredentialError(f"no such file: {arg}; fix: check the path (the image must exist), or give the "
+                              "code text in quotes")
+    return False
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,11 +18,19 @@ from typing import Any
 
 _PREFIX = re.compile(rb"^[A-Z0-9]{2,5}:")  # a credential type tag, no personal data
 
+DESCRIPTION = """\
+What the gate camera would read in pictures, one line per image, in the order given. Never the
+contents of a code (they may hold a name or an ID): a hash, the length, whether it is text,
+and the credential prefix (ZHC1:, AJM1:, HC1:) when it has one. With --device-secret the hash
+is the gate's own `code_hash=` of its log lines; without, a random key for this run (compare
+within one run only). Exit 0 when every image held a code, 1 when some had none, 2 when some
+image could not be read at all (that line names the fix)."""
+
 EPILOG = """\
 examples:
   checkpoint-scanner decode photo.jpg
   checkpoint-scanner decode --json frames/*.png      one JSON object per line
-  checkpoint-scanner decode --engine zbar photo.jpg  the design card's decoder alone
+  checkpoint-scanner decode --engine zbar photo.jpg  zbar alone (the fallback decoder)
   sudo -u checkpoint checkpoint-scanner decode --device-secret /var/lib/checkpoint-scanner/device-secret p.jpg
                                                      hashes as in the gate's log lines
 """
@@ -31,7 +39,7 @@ examples:
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "decode", help="read the QR codes in images (prints hashes, never contents)",
-        description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, JPEG or BMP file(s)")
     p.add_argument("--json", action="store_true", help="one JSON object per image and line")
     p.add_argument("--engine", choices=("auto", "zxing", "zbar"), default="auto",

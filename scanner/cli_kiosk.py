@@ -14,6 +14,7 @@ EPILOG = """examples:
   checkpoint-scanner kiosk --render PASS --out pass.png
   checkpoint-scanner kiosk --render DENY --reason FEVER --temp 38.2 --out deny.png
   checkpoint-scanner kiosk --render FAULT --size 1024x600 --out fault.png
+  checkpoint-scanner kiosk --render deny --reason health_red --reason fever --size 800x480 --out d.png
 """
 
 
@@ -23,13 +24,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("kiosk", help="render a kiosk screen to a PNG (offscreen)",
                        description="Render the kiosk screen for one lane state, as the passer-by sees it.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--render", required=True, choices=sorted(BANNERS), metavar="STATE",
-                   help=f"lane state: {', '.join(BANNERS)}")
+    p.add_argument("--render", required=True, type=str.upper, choices=sorted(BANNERS), metavar="STATE",
+                   help=f"lane state, any case: {', '.join(BANNERS)}")
     p.add_argument("--out", required=True, help="PNG file to write")
-    p.add_argument("--reason", action="append", default=[], help="reason code to show (repeatable)")
+    p.add_argument("--reason", action="append", default=[], type=reason_code,
+                   help="reason code to show, any case (repeatable; the codes are in scanner/reasons.py)")
+    p.add_argument("--fault", action="append", default=[],
+                   help="fault text for --render FAULT (repeatable; '中文 / English' or English)")
     p.add_argument("--temp", type=float, help="temperature to show, °C")
     p.add_argument("--size", default="1280x720", help="screen size WxH (default 1280x720; 7\" Pi display: 800x480)")
     p.set_defaults(func=run)
+
+
+def reason_code(text: str) -> str:
+    """argparse type for --reason: a known reason code in any case, else a usage error (exit 2)."""
+    from scanner.reasons import REASONS
+
+    code = text.strip().upper()
+    if code not in REASONS:
+        raise argparse.ArgumentTypeError(f"unknown reason {text!r}; fix: one of {', '.join(REASONS)}")
+    return code
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     kw: dict[str, object] = {}
     if args.reason:
         kw["reasons"] = tuple(args.reason)
+    if args.fault:
+        kw["faults"] = tuple(args.fault)
     if args.temp is not None:
         kw["temperature_c"] = args.temp
     renderer = Renderer((w, h))

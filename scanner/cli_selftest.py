@@ -1,6 +1,6 @@
-"""`checkpoint-scanner selftest`: run the registered device checks, one PASS/FAIL/SKIP line each
-with the fix under every FAIL. Exit 0 when nothing failed, 1 otherwise. Safe beside the running
-lane: the checks only read."""
+"""`checkpoint-scanner selftest`: run the registered device checks (scanner/selftest.py), one
+PASS/FAIL/SKIP line each with the fix under every FAIL. Exit 0 when nothing failed, 1 otherwise,
+2 when --only names no check."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ import json
 import sys
 from typing import Any, TextIO
 
-from scanner.selftest import Context, run_checks, summary
+from scanner.errors import ScannerError
+from scanner.selftest import Context, check_names, run_checks, summary
+
+DESCRIPTION = """\
+设备自检 / Check the devices of a lane: the config, the thermometer on I2C, the camera, the
+LEDs and buzzer, the disk, the clock and the server. One line per check: PASS 通过, FAIL 失败
+(with the fix under it) or SKIP 跳过 (a check it needs failed). Safe beside the running lane:
+the checks only read. Exit 0 when nothing failed, 1 when something did."""
 
 EPILOG = """\
 examples:
@@ -19,9 +26,15 @@ examples:
 """
 
 
+class UnknownCheck(ScannerError):
+    """--only names no check: a usage error (exit 2), not a failed check."""
+
+    exit_code = 2
+
+
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("selftest", help="check the devices: PASS/FAIL per check with the fix; exit 1 on a FAIL",
-                       description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="TOML config file")
     p.add_argument("--only", action="append", default=[], metavar="PREFIX",
                    help="run only checks starting with this (e.g. thermometer); repeatable")
@@ -36,6 +49,11 @@ def _cmd_selftest(args: argparse.Namespace) -> int:
 def run_selftest(args: argparse.Namespace, *, out: TextIO | None = None, **inject: Any) -> int:
     """`inject`: Context fields for tests (open_bus=..., thermometer=...)."""
     stream = out or sys.stdout
+    names = check_names()
+    unknown = [o for o in args.only if not any(n.startswith(o) for n in names)]
+    if unknown:
+        raise UnknownCheck(f"--only {unknown[0]} names no check; fix: one of {', '.join(names)} (a prefix such as "
+                           "thermometer runs that group)")
     ctx = Context(config_path=args.config, **inject)
     outcomes = run_checks(ctx, tuple(args.only))
     for o in outcomes:

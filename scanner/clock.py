@@ -3,7 +3,7 @@ fake-hwclock's last save, hours behind, and a code check on that clock is a gues
 
 Trusted when the kernel says NTP is synchronised: `adjtimex()` maxerror under 16 s (what
 `timedatectl` reports as "System clock synchronized"), or systemd-timesyncd's flag file
-exists. (HARDWARE.md section 6; CODES.md section 4.) Or, where NTP is blocked but the central
+exists. (docs/hardware.md section 6; docs/credentials.md section 4.) Or, where NTP is blocked but the central
 server answers: the trust sync measured the offset to the server's clock (HTTP `Date`) recently
 and the wall clock has not jumped since. A jump shows as a change of wall minus monotonic time
 (monotonic never jumps); then the measurement no longer describes this clock and is dropped.

@@ -10,6 +10,12 @@ Two rules from issue 10: every number must be finite (TOML allows `nan` and `inf
 are written `not lo <= x` so a NaN fails them), and `[checkpoint] mode` ("real" or "simulated")
 is required: a device `source` left out is the mode's device, one that contradicts it is refused.
 The files the config names are checked by scanner.preflight (check-config and run).
+
+From issue 12: the file may be saved with a UTF-8 BOM (Notepad) and CRLF; another encoding is
+one line naming the line and "save it as UTF-8" (scanner/textfile.py). A TOML syntax error no
+longer hides the rest: each is one line (a repeated key or section named as a duplicate), and
+the keys that did parse are still checked (scanner/config_text.py). Rules across keys, among
+them the ids and pins a real gate must not keep at their defaults, are scanner/config_checks.py.
 """
 
 from __future__ import annotations
@@ -17,15 +23,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-import re
-import tomllib
 import typing
 from pathlib import Path
 from typing import Any
 
+from scanner.config_checks import cross_checks, device_mismatches  # noqa: F401 - hardware imports it here
 from scanner.config_schema import (  # noqa: F401 - re-exported: callers import sections from here
-    _LOOPBACK,
-    _VILLAGE_RE,
     MODES,
     REAL_SOURCES,
     SECTIONS,
@@ -47,12 +50,12 @@ from scanner.config_schema import (  # noqa: F401 - re-exported: callers import 
     ThermometerSection,
     TrustSection,
     UploadSection,
-    _records_checks,
-    _sync_checks,
     key,
 )
+from scanner.config_text import load_toml, locate
 from scanner.errors import ConfigError
 from scanner.numbers import is_finite_number
+from scanner.textfile import NotUtf8Error, read_text
 
 
 def all_keys() -> list[str]:
@@ -61,22 +64,8 @@ def all_keys() -> list[str]:
 
 
 def _locate(text: str) -> tuple[dict[str, int], dict[str, int]]:
-    """Line numbers of `[section]` headers and `section.key` assignments. tomllib gives none,
-    and a technician needs the line to find the mistake in a 200-line commented file."""
-    sections: dict[str, int] = {}
-    keys: dict[str, int] = {}
-    current = ""
-    for n, line in enumerate(text.splitlines(), start=1):
-        s = line.strip()
-        m = re.match(r"^\[\s*([A-Za-z0-9_.\-]+)\s*\]", s)
-        if m:
-            current = m.group(1)
-            sections.setdefault(current, n)
-            continue
-        m = re.match(r"^([A-Za-z0-9_\-]+)\s*=", s)
-        if m:
-            keys.setdefault(f"{current}.{m.group(1)}" if current else m.group(1), n)
-    return sections, keys
+    """Line numbers of `[section]` headers and `section.key` assignments (scanner.config_text)."""
+    return locate(text)
 
 
 def _type_name(t: Any) -> str:
@@ -120,6 +109,18 @@ def _check_value(name: str, f: dataclasses.Field, t: Any, value: Any) -> tuple[A
     return value, None
 
 
+def _top_level_key(name: str, value: Any) -> str:
+    """A `key = value` above the first `[section]`: name the section(s) that have such a key."""
+    homes = [s for s, cls in SECTIONS.items() if any(f.name == name for f in dataclasses.fields(cls))]
+    if homes:
+        fix = f"move it under [{homes[0]}]" + (f" (or {', '.join(f'[{h}]' for h in homes[1:])})" if homes[1:] else "")
+    else:
+        near = difflib.get_close_matches(name, [k.split(".")[1] for k in all_keys()], n=1)
+        fix = (f"did you mean {near[0]}? keys go under their [section]" if near
+               else f"keys go under a [section]; sections are {', '.join(SECTIONS)}")
+    return f"{name}: a key before any [section] (got {name} = {value!r}); fix: {fix}"
+
+
 def _required_problem(sname: str, kname: str, line: int) -> tuple[int, str]:
     if (sname, kname) == ("checkpoint", "mode"):
         return line, ("checkpoint.mode: required, there is no default (got nothing); fix: mode = \"real\" on a "
@@ -129,22 +130,20 @@ def _required_problem(sname: str, kname: str, line: int) -> tuple[int, str]:
 
 def parse_config(text: str, path: str = "<config>") -> Config:
     """Validate TOML text into a Config, or raise ConfigError listing every problem."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        m = re.search(r"line (\d+)", str(e))
-        where = f"line {m.group(1)}" if m else "line ?"
-        raise ConfigError([f"{where}: TOML syntax error: {e}; fix: check quotes, brackets and "
-                           "'key = value' on that line"], path) from None
-    sec_lines, key_lines = _locate(text)
-    problems: list[tuple[int, str]] = []
+    parsed = load_toml(text)  # a leading BOM is dropped; syntax errors come back one per line
+    if not parsed.complete:
+        raise ConfigError([f"line {n}: {msg}" for n, msg in parsed.problems], path)
+    data, sec_lines, key_lines = parsed.data, parsed.sections, parsed.keys
+    problems: list[tuple[int, str]] = list(parsed.problems)
     base = Path(path).resolve().parent if path and not path.startswith("<") else Path.cwd()
     built: dict[str, Any] = {}
     checkpoint = data.get("checkpoint")
     mode = checkpoint.get("mode") if isinstance(checkpoint, dict) else None
 
     for sname, value in data.items():
-        if sname not in SECTIONS:
+        if sname not in SECTIONS and not isinstance(value, dict):
+            problems.append((key_lines.get(sname, 0), _top_level_key(sname, value)))
+        elif sname not in SECTIONS:
             near = difflib.get_close_matches(sname, SECTIONS, n=1)
             fix = f"did you mean [{near[0]}]?" if near else f"sections are {', '.join(SECTIONS)}"
             problems.append((sec_lines.get(sname, key_lines.get(sname, 0)),
@@ -177,7 +176,8 @@ def parse_config(text: str, path: str = "<config>") -> Config:
                     checked = str((base / checked).resolve()) if not Path(checked).is_absolute() else checked
             values[kname] = checked
         for fname, f in fields.items():
-            if f.metadata["required"] and fname not in raw:
+            if (f.metadata["required"] and fname not in raw and f"{sname}.{fname}" not in parsed.broken
+                    and fname not in data):  # a broken line, or above the first [section]: said once
                 problems.append(_required_problem(sname, fname, sec_lines.get(sname, 0)))
         if sname in SIMULATED_SOURCES and "source" not in raw and mode == "simulated":
             values["source"] = SIMULATED_SOURCES[sname]  # said once, in [checkpoint] mode
@@ -190,96 +190,28 @@ def parse_config(text: str, path: str = "<config>") -> Config:
 
     if not problems:
         cfg = Config(**built, source_path=str(path), key_lines={**sec_lines, **key_lines})
-        problems.extend(_cross_checks(cfg, key_lines, sec_lines))
+        problems.extend(cross_checks(cfg, key_lines, sec_lines))
         if not problems:
             return cfg
     problems.sort(key=lambda p: p[0])
     raise ConfigError([f"line {n}: {msg}" if n else msg for n, msg in problems], path)
 
 
-def _cross_checks(cfg: Config, key_lines: dict[str, int], sec_lines: dict[str, int]) -> list[tuple[int, str]]:
-    """Rules that involve more than one key."""
-    out: list[tuple[int, str]] = []
-
-    def at(k: str) -> int:
-        return key_lines.get(k, sec_lines.get(k.split(".")[0], 0))
-
-    cp = cfg.checkpoint
-    bad = [v for v in cp.villages if not _VILLAGE_RE.match(v)]
-    if bad:
-        out.append((at("checkpoint.villages"), f"checkpoint.villages: village codes are 12 digits (got {bad[0]!r}); "
-                    "fix: copy the code printed on the residence registration"))
-    if cp.kind == "village_gate" and not cp.villages:
-        out.append((at("checkpoint.kind"), "checkpoint.villages: a village_gate needs at least one village "
-                    "(got []); fix: add villages = [\"330381001001\"] under [checkpoint]"))
-    ind = cfg.indicators
-    pins = {"green_pin": ind.green_pin, "red_pin": ind.red_pin, "buzzer_pin": ind.buzzer_pin}
-    if ind.relay_pin:
-        pins["relay_pin"] = ind.relay_pin
-    if ind.override_button_pin:
-        pins["override_button_pin"] = ind.override_button_pin
-    seen: dict[int, str] = {}
-    for name, pin in pins.items():
-        if pin in seen:
-            out.append((at(f"indicators.{name}"), f"indicators.{name}: GPIO{pin} is already used by "
-                        f"{seen[pin]} (got {pin}); fix: give each output its own pin"))
-        seen[pin] = name
-    if ind.relay_pin == 1:
-        out.append((at("indicators.relay_pin"), "indicators.relay_pin: GPIO1 is reserved for the HAT "
-                    "EEPROM (got 1); fix: use 0 for no relay or a pin from 2 to 27"))
-    out.extend((at(k), msg) for k, msg in device_mismatches(cfg))
-    th = cfg.thermometer
-    if not th.skin_min_c < th.skin_max_c:  # `not <`: a NaN fails too
-        out.append((at("thermometer.skin_min_c"), f"thermometer.skin_min_c: must be below skin_max_c "
-                    f"(got {th.skin_min_c} >= {th.skin_max_c}); fix: e.g. 28.0 and 43.0"))
-    if not th.ambient_min_c < th.ambient_max_c:
-        out.append((at("thermometer.ambient_min_c"), "thermometer.ambient_min_c: must be below ambient_max_c "
-                    f"(got {th.ambient_min_c} >= {th.ambient_max_c}); fix: e.g. -10.0 and 45.0"))
-    if cfg.camera.source == "replay" and not cfg.camera.replay_path and not cfg.simulation.bootstrap:
-        out.append((at("camera.replay_path"), "camera.replay_path: source=replay needs a folder or video "
-                    "(got \"\"); fix: set replay_path, or [simulation] bootstrap = true"))
-    if cfg.simulation.bootstrap and not cfg.simulated:
-        out.append((at("simulation.bootstrap"), "simulation.bootstrap: only for simulated devices (got true "
-                    "with checkpoint.mode = \"real\"); fix: set bootstrap = false on a real Pi"))
-    if cfg.clock.trust == "always" and not cfg.simulated:
-        out.append((at("clock.trust"), "clock.trust: 'always' would PASS codes on a wrong clock (got \"always\" "
-                    "with checkpoint.mode = \"real\"); fix: use \"system\" on a real Pi"))
-    out.extend(_sync_checks(cfg, at))
-    out.extend(_records_checks(cfg, at))
-    return out
-
-
-def device_mismatches(cfg: Config) -> list[tuple[str, str]]:
-    """(`section.source`, message) for each device whose source contradicts `checkpoint.mode`.
-    Used by the config check and again by scanner.hardware before opening anything."""
-    mode = cfg.checkpoint.mode
-    if mode not in MODES:  # a Config built in code with replace()
-        return [("checkpoint.mode", f"checkpoint.mode: must be \"real\" or \"simulated\" (got {mode!r}); "
-                 "fix: mode = \"real\" on a gate")]
-    out: list[tuple[str, str]] = []
-    for sname, sim in SIMULATED_SOURCES.items():
-        source = getattr(cfg, sname).source
-        real = REAL_SOURCES[sname]
-        if mode == "real" and source not in real:
-            out.append((f"{sname}.source", f"{sname}.source: a simulated device on a lane whose checkpoint.mode is "
-                        f"\"real\" (got \"{source}\"); fix: source = \"{real[0]}\" on a gate, or mode = "
-                        "\"simulated\" for a demo"))
-        elif mode == "simulated" and source != sim:
-            out.append((f"{sname}.source", f"{sname}.source: a real device on a lane whose checkpoint.mode is "
-                        f"\"simulated\" (got \"{source}\"); fix: source = \"{sim}\" (or leave the line out), or "
-                        "mode = \"real\" on a gate"))
-    return out
-
-
-
 def load_config(path: str | Path) -> Config:
+    """Read and validate the config file: UTF-8, a leading BOM accepted (scanner.textfile).
+    ConfigError (every problem, one line each) otherwise."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = read_text(p)
     except FileNotFoundError:
         raise ConfigError([f"config file not found; fix: copy config/example.toml to {p} and edit it"],
                           str(p)) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError([f"cannot read the config ({e.__class__.__name__}: {e}); fix: check the "
-                           "file's permissions and that it is UTF-8 text"], str(p)) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{p} is a directory; fix: give the config file, e.g. {p / 'config.toml'}"],
+                          str(p)) from None
+    except OSError as e:
+        raise ConfigError([f"cannot read the config ({e.strerror or e}); fix: check the file's permissions "
+                           "(readable by this user)"], str(p)) from None
+    except NotUtf8Error as e:
+        raise ConfigError([str(e)], str(p)) from None
     return parse_config(text, str(p))

@@ -1,6 +1,7 @@
 """Every config key, declared once: a frozen dataclass per `[section]`, each field with its
-default, help text (unit and range), bounds and allowed values (`key()`); plus the rules that
-tie keys of one section together. Parsing, line numbers and messages are in scanner/config.py.
+default, help text (unit and range), bounds and allowed values (`key()`). Parsing and messages
+are in scanner/config.py, line numbers in scanner/config_text.py, the rules that tie keys
+together in scanner/config_checks.py.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ REAL_SOURCES = {"camera": ("opencv", "picamera2"), "thermometer": ("mlx90614",),
 class CheckpointSection:
     mode: str = key("real", "real devices on a gate, or simulated devices for a demo or a laptop; "
                     "required, no default", choices=MODES, required=True)
-    id: str = key("CHECKPOINT-1", "checkpoint id as the central platform knows it")
-    device_id: str = key("device-1", "this device's id; one per Pi")
+    id: str = key("CHECKPOINT-1", "checkpoint id as the central platform knows it; required on a real gate")
+    device_id: str = key("device-1", "this device's id, one per Pi; required on a real gate")
     kind: str = key("highway_exit", "lane kind", choices=("highway_exit", "village_gate"))
     villages: tuple[str, ...] = key((), "12-digit village/community codes this gate admits (village_gate)")
 
@@ -176,41 +177,6 @@ class SyncSection:
     city_code: str = key("", "6-digit division code sent with online checks, e.g. \"330381\"")
 
 
-_LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
-
-
-def _sync_checks(cfg: Config, at: Any) -> list[tuple[int, str]]:
-    out: list[tuple[int, str]] = []
-    sy = cfg.sync
-    url = sy.server_url
-    if url:
-        scheme, _, rest = url.partition("://")
-        host = rest.split("/", 1)[0].rsplit(":", 1)[0] if not rest.startswith("[") else rest.split("]")[0] + "]"
-        if scheme == "http" and host not in _LOOPBACK:
-            out.append((at("sync.server_url"), f"sync.server_url: plain http would let anyone on the path see "
-                        f"codes and block updates (got {url!r}); fix: use https://"))
-        elif scheme not in ("http", "https") or not host:
-            out.append((at("sync.server_url"), f"sync.server_url: not a URL (got {url!r}); "
-                        "fix: e.g. \"https://health.example.gov.cn\""))
-    elif sy.enabled or sy.online_patterns:
-        what = "enabled = true" if sy.enabled else "online_patterns"
-        out.append((at("sync.server_url"), f"sync.server_url: {what} needs the server (got \"\"); "
-                    "fix: set server_url = \"https://...\" under [sync]"))
-    for pat in sy.online_patterns:
-        try:
-            re.compile(pat)
-        except re.error as e:
-            out.append((at("sync.online_patterns"), f"sync.online_patterns: not a regular expression "
-                        f"(got {pat!r}: {e}); fix: check brackets and escapes; in TOML write the pattern in single "
-                        "quotes, e.g. '^RAHC:[0-9A-Z]{20,64}$'"))
-    if not sy.retry_min_s <= sy.retry_max_s:  # written so that NaN fails too
-        out.append((at("sync.retry_min_s"), f"sync.retry_min_s: must not exceed retry_max_s (got "
-                    f"{sy.retry_min_s} > {sy.retry_max_s}); fix: e.g. 5 and 900"))
-    if sy.city_code and not re.fullmatch(r"\d{6}", sy.city_code):
-        out.append((at("sync.city_code"), f"sync.city_code: 6 digits (got {sy.city_code!r}); fix: e.g. \"330381\""))
-    return out
-
-
 @dataclass(frozen=True)
 class StoreSection:
     path: str = key("/var/lib/checkpoint-scanner/outbox.db", "SQLite outbox file", path=True)
@@ -262,34 +228,6 @@ class ApiSection:
     tls_cert: str = key("", "PEM certificate for HTTPS; \"\" = plain HTTP (only on a VPN or loopback)", path=True)
     tls_key: str = key("", "PEM private key for tls_cert", path=True)
     client_ca: str = key("", "PEM CA that signs client certificates; set = mutual TLS required", path=True)
-
-
-def _records_checks(cfg: Config, at: Any) -> list[tuple[int, str]]:
-    """[upload], [api] and [staff]: what must be set together (issue 5)."""
-    out: list[tuple[int, str]] = []
-    up, api = cfg.upload, cfg.api
-    if up.enabled and not (up.url or cfg.sync.server_url):
-        out.append((at("upload.url"), "upload.url: enabled = true needs a server (got \"\"); fix: set url, "
-                    "or server_url under [sync]"))
-    if up.url and not up.url.startswith(("https://", "http://")):
-        out.append((at("upload.url"), f"upload.url: not a URL (got {up.url!r}); fix: e.g. "
-                    "\"https://records.example.gov.cn/api/v1/records\""))
-    if up.enabled and not up.token_file:
-        out.append((at("upload.token_file"), "upload.token_file: the server needs this device's token (got \"\"); "
-                    "fix: token_file = \"$CREDENTIALS_DIRECTORY/upload-token\""))
-    if api.enabled and not api.token_file:
-        out.append((at("api.token_file"), "api.token_file: the pull API never runs without a token (got \"\"); "
-                    "fix: token_file = \"$CREDENTIALS_DIRECTORY/api-token\", or enabled = false"))
-    if bool(api.tls_cert) != bool(api.tls_key):
-        out.append((at("api.tls_cert"), "api.tls_cert: tls_cert and tls_key go together (got only one); "
-                    "fix: set both, or neither for plain HTTP on a VPN"))
-    if api.client_ca and not api.tls_cert:
-        out.append((at("api.client_ca"), "api.client_ca: mutual TLS needs HTTPS (got no tls_cert); "
-                    "fix: set tls_cert and tls_key"))
-    if bool(cfg.staff.tls_cert) != bool(cfg.staff.tls_key):
-        out.append((at("staff.tls_cert"), "staff.tls_cert: tls_cert and tls_key go together (got only one); "
-                    "fix: set both, or neither for plain HTTP"))
-    return out
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ It makes its own keys and codes, then for each person puts QR frames in front of
 (replayed) camera and a skin temperature on the (scripted) thermometer, in either order, and
 waits for the lane to commit a record. LEDs and buzzer are gpiozero devices on MockFactory
 pins, so the states printed are real pin states. Exit 0 when every verdict is the expected one.
+Every line is flushed as it is printed: a pipe (`| tee`, a CI log, ssh without a terminal) is
+block-buffered by Python and would otherwise show nothing until the demo ends.
 """
 
 from __future__ import annotations
@@ -131,7 +133,7 @@ def _forge_colour(code: str) -> str:
 
 def build_people(work: Path) -> list[Person]:
     # Signers certified a month ago, as in the field: a code's iat must lie inside the
-    # signer certificate's validity (CODES.md section 1, signer fitness).
+    # signer certificate's validity (docs/credentials.md section 1, signer fitness).
     since = datetime.now(UTC) - timedelta(days=30)
     ks = generate_keys(work / "keys", overwrite=True, now=since)
     rogue = generate_keys(work / "rogue-keys", overwrite=True, now=since)  # a signer nobody trusts here
@@ -198,7 +200,7 @@ def run_demo(workdir: str | None = None, verbose: bool = False, out: Any = None)
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="checkpoint-demo-"))
     work.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()
-    print(f"checkpoint-scanner demo — keys, codes and outbox in {work}", file=out)
+    print(f"checkpoint-scanner demo — keys, codes and outbox in {work}", file=out, flush=True)
     people = build_people(work)
     ks_dir = work / "keys"
     trust = TrustStore.load(ks_dir / "trust-list.cose", ks_dir / "anchor.pem")
@@ -207,7 +209,8 @@ def run_demo(workdir: str | None = None, verbose: bool = False, out: Any = None)
     try:
         for kind in ("highway_exit", "village_gate"):
             group = [p for p in people if p.lane == kind]
-            print(f"\n== {kind} ({'健康码+体温' if kind == 'highway_exit' else '健康码+安居码+体温'}) ==", file=out)
+            checks = '健康码+体温' if kind == 'highway_exit' else '健康码+安居码+体温'
+            print(f"\n== {kind} ({checks}) ==", file=out, flush=True)
             results += _run_lane(kind, group, work, trust, store, out, start=len(results))
     finally:
         store.close()
@@ -263,7 +266,7 @@ def _print_line(i: int, p: Person, row: dict[str, Any], states: dict[str, bool],
     reasons = "; ".join(f"{REASONS.get(r, (r, r))[0]} / {REASONS.get(r, (r, r))[1]}" for r in row["reasons"])
     print(f"#{i:02d} {p.label}\n     {row['verdict']:<6} {temp}  {reasons} [{','.join(row['reasons'])}]"
           f"\n     {_onoff(states)}  latency={row.get('latency_ms', '-')} ms  "
-          f"{'✓ as expected' if ok else f'✗ expected {p.expect} {p.expect_reasons}'}", file=out)
+          f"{'✓ as expected' if ok else f'✗ expected {p.expect} {p.expect_reasons}'}", file=out, flush=True)
 
 
 def _summary(results: list[tuple[Person, dict[str, Any], dict[str, bool]]], elapsed: float, work: Path,
@@ -275,16 +278,16 @@ def _summary(results: list[tuple[Person, dict[str, Any], dict[str, bool]]], elap
         bad += not (row["verdict"] == p.expect and tuple(row["reasons"]) == p.expect_reasons)
     lat = sorted(float(r["latency_ms"]) for _, r, _ in results
                  if r.get("latency_ms") is not None and not r.get("timed_out"))
-    print("\n== summary / 汇总 ==", file=out)
-    print(f"{'verdict':<10}{'count':>6}", file=out)
+    print("\n== summary / 汇总 ==", file=out, flush=True)
+    print(f"{'verdict':<10}{'count':>6}", file=out, flush=True)
     for v in ("PASS", "DENY", "REVIEW", "NONE"):
         if counts.get(v):
-            print(f"{v:<10}{counts[v]:>6}", file=out)
-    print(f"{'total':<10}{len(results):>6}   as expected: {len(results) - bad}/{len(results)}", file=out)
+            print(f"{v:<10}{counts[v]:>6}", file=out, flush=True)
+    print(f"{'total':<10}{len(results):>6}   as expected: {len(results) - bad}/{len(results)}", file=out, flush=True)
     if lat:
         print(f"decision latency after the last input (passages that did not time out): "
-              f"median {lat[len(lat) // 2]:.0f} ms, max {lat[-1]:.0f} ms", file=out)
-    print(f"outbox: {work / 'outbox.db'}   run time: {elapsed:.1f} s", file=out)
+              f"median {lat[len(lat) // 2]:.0f} ms, max {lat[-1]:.0f} ms", file=out, flush=True)
+    print(f"outbox: {work / 'outbox.db'}   run time: {elapsed:.1f} s", file=out, flush=True)
     return 0 if bad == 0 else 1
 
 

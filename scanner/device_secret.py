@@ -10,7 +10,7 @@ What is keyed here (each a prefix of HMAC-SHA256(secret, data)):
 - `payload_tag` (decoder debug lines, `DecodedCode` repr): 12 hex;
 - `online_token_hash` of provincial codes (outbox `token_hash`, online-check log lines): 16 bytes.
 Hashes are therefore comparable on one device (and across its restarts) but not between
-devices. Not keyed: the `token_hash` of signed codes, SHA-256(iss || cti)[:16] (CODES.md
+devices. Not keyed: the `token_hash` of signed codes, SHA-256(iss || cti)[:16] (docs/credentials.md
 section 7), which hashes the issuer and a random token id, no personal data, and which the
 central side must match against the status list.
 

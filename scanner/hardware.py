@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from drivers.base import SensorError, Thermometer
@@ -117,6 +118,15 @@ def _refuse_mismatch(cfg: Config) -> None:
         raise ConfigError([msg for _, msg in bad], cfg.source_path or None)
 
 
+def replay_dir(cfg: Config) -> Path:
+    """Where the replay camera reads: `[camera] replay_path`, or with bootstrap and no path a
+    `sim-frames` folder beside the outbox. Never `Path("")`, the working directory, where the
+    bootstrap would write its frames (and clear the old ones) into whatever folder it ran in."""
+    if cfg.camera.replay_path:
+        return Path(cfg.camera.replay_path)
+    return Path(cfg.store.path).parent / "sim-frames"
+
+
 def make_camera(cfg: Config, frames: Any = None) -> Any:
     _refuse_mismatch(cfg)
     cam = cfg.camera
@@ -132,7 +142,7 @@ def make_camera(cfg: Config, frames: Any = None) -> Any:
         raise ConfigError([f"camera.source: unknown (got {cam.source!r}); fix: opencv, picamera2 or replay"])
     from drivers.camera_replay import ReplayCamera
 
-    return ReplayCamera(frames if frames is not None else cam.replay_path, fps=cam.replay_fps,
+    return ReplayCamera(frames if frames is not None else replay_dir(cfg), fps=cam.replay_fps,
                         loop=cam.replay_loop)
 
 

@@ -20,7 +20,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from scanner.decode import HINT_TEXT
+from scanner.kiosk_layout import Block, Box, Fit, fit, has_cjk
 from scanner.reasons import PROMPTS, REASONS
+from scanner.watchdog import stall_text
 
 FONT_CANDIDATES = (
     "/usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc",
@@ -42,6 +44,15 @@ COUNT_LABELS = (("PASS", "通行", "passed"), ("DENY", "拦截", "denied"), ("HE
                 ("FEVER", "发热", "fevers"), ("REVIEW", "核验", "reviews"))
 BACKGROUND = (250, 250, 247)
 INK = (20, 20, 20)
+FOOTER_BG = (235, 235, 230)
+SUBTLE = (60, 60, 60)  # English under Chinese: 10:1 on the background
+WHITE = (255, 255, 255)
+FEVER_RED = (198, 40, 40)
+#: Banner text colour per state: white, but dark on the amber REVIEW banner (white on it is 2.8:1).
+BANNER_INK: dict[str, tuple[int, int, int]] = {"REVIEW": INK}
+#: Chinese for the device an English-only fault names ("camera: no frame for 2 s: ...").
+FAULT_ZH = {"camera": "摄像头故障，请联系工作人员", "thermometer": "测温传感器故障，请联系工作人员"}
+FAULT_GENERAL = "设备故障，请联系工作人员"
 
 
 def find_cjk_font(candidates: tuple[str, ...] = FONT_CANDIDATES) -> str | None:
@@ -49,6 +60,18 @@ def find_cjk_font(candidates: tuple[str, ...] = FONT_CANDIDATES) -> str | None:
         if os.path.exists(path):
             return path
     return None
+
+
+def fault_texts(fault: str) -> tuple[str, str]:
+    """(Chinese, English) of one fault line: "中文 / English" splits in two (scanner/watchdog.py);
+    an English-only text gets a Chinese line naming the device and asking for staff."""
+    zh, sep, en = fault.partition(" / ")
+    if sep and has_cjk(zh):
+        return zh.strip(), en.strip()
+    if has_cjk(fault):
+        return fault, ""
+    device = fault.split(":", 1)[0].strip().lower()
+    return FAULT_ZH.get(device, FAULT_GENERAL), fault
 
 
 @dataclass(frozen=True)
@@ -59,7 +82,7 @@ class KioskView:
     prompts: tuple[str, ...] = ("READY",)
     counts: dict[str, int] = field(default_factory=dict)
     checkpoint: str = ""
-    fault: str = ""
+    faults: tuple[str, ...] = ()  # each "中文 / English" or English only
     hint: str | None = None  # "too_dark" | "saturated" | "low_contrast": for the technician
     preview: Any = None  # grayscale or BGR numpy frame
     outlines: tuple[tuple[tuple[int, int], ...], ...] = ()
@@ -68,17 +91,21 @@ class KioskView:
 
 @dataclass(frozen=True)
 class DrawnText:
-    text: str
-    box: tuple[int, int, int, int]
-    size: int
-
+    text: str  # one drawn line
+    box: tuple[int, int, int, int]  # its ink box on the screen, pixels
+    size: int  # font size, pixels
+    source: str = ""  # the whole text the line is part of (a wrapped reason has several lines)
 
 
 class Renderer:
+    """Draws a `KioskView` at `size` (W, H pixels); designed at 1280x720, laid out for any screen
+    from 800x480 up: every text wraps or shrinks into its region (scanner/kiosk_layout.py)."""
+
     def __init__(self, size: tuple[int, int] = (1280, 720), font_path: str | None = None) -> None:
         self.size = size
         self.font_path = font_path or find_cjk_font()
         self._fonts: dict[int, Any] = {}
+        self._fits: dict[tuple[tuple[Block, ...], Box], Fit] = {}
 
     def font(self, px: int) -> Any:
         if px not in self._fonts:
@@ -97,79 +124,97 @@ class Renderer:
         tofu = sig("\U0010fffd")
         return all(sig(ch) != tofu for ch in text if not ch.isspace())
 
-    def _line_height(self, s: str, px: int, max_w: int) -> int:
-        while px > 14 and self.font(px).getlength(s) > max_w:
-            px -= 2
-        box = self.font(px).getbbox(s)
-        return int(box[3])
+    def fit(self, blocks: tuple[Block, ...], box: Box) -> Fit:
+        """`kiosk_layout.fit`, remembered: a screen redrawn 4 times a second fits its texts once."""
+        key = (blocks, box)
+        if key not in self._fits:
+            if len(self._fits) > 64:
+                self._fits.clear()
+            self._fits[key] = fit(blocks, box, self.font, col_gap=max(16, box[2] // 40))
+        return self._fits[key]
 
     def render(self, view: KioskView) -> tuple[Image.Image, list[DrawnText]]:
         w, h = self.size
         img = Image.new("RGB", self.size, BACKGROUND)
         d = ImageDraw.Draw(img)
         drawn: list[DrawnText] = []
+        k = min(w / 1280, h / 720)  # sizes are designed for 1280x720 and scale with the screen
 
-        k = min(w / 1280, h / 720)  # font sizes are designed for 1280x720 and scale with the screen
+        def px(design: float) -> int:
+            return max(1, round(design * k))
 
-        def text(xy: tuple[int, int], s: str, px: int, fill: tuple[int, int, int] = INK,
-                 max_w: int | None = None) -> int:
-            px = max(12, int(px * k))
-            while max_w and px > 14 and d.textlength(s, font=self.font(px)) > max_w:
-                px -= 2
-            d.text(xy, s, font=self.font(px), fill=fill)
-            box = d.textbbox(xy, s, font=self.font(px))
-            drawn.append(DrawnText(s, (int(box[0]), int(box[1]), int(box[2]), int(box[3])), px))
-            return int(box[3])
+        def place(blocks: list[Block], box: Box, valign: str = "top") -> Fit:
+            got = self.fit(tuple(blocks), box)
+            if valign == "middle":
+                got = got.shifted(max(0, (box[3] - box[1] - got.height) // 2))
+            for ln in got.lines:
+                f = self.font(ln.px)
+                d.text(ln.xy, ln.text, font=f, fill=ln.fill)
+                b = d.textbbox(ln.xy, ln.text, font=f)
+                drawn.append(DrawnText(ln.text, (int(b[0]), int(b[1]), int(b[2]), int(b[3])), ln.px, ln.source))
+            return got
 
-        colour, zh, en = BANNERS.get(view.state, BANNERS["FAULT"])
-        pad = 24
-        # camera preview, left
-        pw = min(int(w * 0.40), int((h - 230) * 4 / 3))
-        ph = int(pw * 3 / 4)
+        pad, fh = max(16, px(24)), max(48, px(64))
+        fy = h - fh  # footer top
+        verdict = view.state != "READY"
+        details = self._details(view, px) if verdict else []
+        bh = int(h * 0.42)
+        if details and self.fit(tuple(details), (pad, pad * 2 + bh, w - pad, fy - pad // 2)).cramped:
+            bh = int(h * 0.32)  # many reasons: a lower banner (its verdict still the largest text) gives them room
+        if verdict:  # a smaller preview beside the banner leaves the full width for the reasons
+            pw, ph = bh * 4 // 3, bh
+        else:
+            pw = min(int(w * 0.40), int((h - 230) * 4 / 3))
+            ph = pw * 3 // 4
         self._preview(img, d, view, (pad, pad, pw, ph))
-        # banner, right
+        colour, zh, en = BANNERS.get(view.state, BANNERS["FAULT"])
+        ink = BANNER_INK.get(view.state, WHITE)
         bx = pad * 2 + pw
-        bw = w - bx - pad
+        d.rounded_rectangle((bx, pad, w - pad, pad + bh), radius=px(24), fill=colour)
         head, _, tail = zh.partition(" ")  # "请稍候 工作人员核验": the first words big, the rest below
-        lines = [(head, 120), (tail, 64), (en, 48)] if tail else [(head, 120), (en, 48)]
-        heights = [self._line_height(t, max(12, int(px * k)), bw - 60) + 12 for t, px in lines if t]
-        bh = max(int(h * 0.42), sum(heights) + 40)
-        d.rounded_rectangle((bx, pad, bx + bw, pad + bh), radius=24, fill=colour)
-        y = pad + 20
-        for t, px in lines:
-            y = text((bx + 30, y), t, px, (255, 255, 255), bw - 60) + 12
-        # details under the banner
-        y = pad + bh + 24
-        if view.temperature_c is not None:
-            y = text((bx, y), f"体温 {view.temperature_c:.1f} °C", 56, max_w=bw) + 12
-        for r in view.reasons[:3]:
-            if r == "OK" or y + 110 * k > h - 72:
-                continue
-            rz, re_ = REASONS.get(r, (r, r))
-            y = text((bx, y), rz, 40, max_w=bw) + 2
-            y = text((bx, y), re_, 26, (90, 90, 90), bw) + 12
-        if view.state == "FAULT" and view.fault:
-            y = text((bx, y), view.fault, 26, (90, 90, 90), bw) + 12
-        # prompts under the preview
-        py = pad + ph + 24
-        for key in view.prompts[:2]:
-            if py + 110 * k > h - 72:
-                break  # never draw over the footer on a small screen
-            pz, pe = PROMPTS.get(key, (key, key))
-            py = text((pad, py), pz, 44, max_w=pw) + 2
-            py = text((pad, py), pe, 26, (90, 90, 90), pw) + 12
-        if view.hint in HINT_TEXT:
-            text((pad, py), HINT_TEXT[view.hint], 22, (160, 90, 0), pw)
+        banner = [Block(head, px(140), 48, ink, px(10), shrink_first=True)]
+        if tail:
+            banner.append(Block(tail, px(64), 28, ink, px(10), shrink_first=True))
+        banner.append(Block(en, px(48), 22, ink, shrink_first=True))
+        inset = max(12, px(28))
+        place(banner, (bx + inset, pad + inset, w - pad - inset, pad + bh - inset), "middle")
+        if verdict:
+            place(details, (pad, pad * 2 + bh, w - pad, fy - pad // 2))
+        else:
+            blocks = []
+            for key in view.prompts:
+                pz, pe = PROMPTS.get(key, (key, key))
+                blocks += [Block(pz, px(44), 22, INK, px(2), keep=True), Block(pe, px(26), 15, SUBTLE, px(14))]
+            if view.hint in HINT_TEXT:
+                blocks.append(Block(HINT_TEXT[view.hint], px(22), 13, (160, 90, 0)))
+            place(blocks, (pad, pad + ph + pad, pad + pw, fy - pad // 2))
         # footer: the day's counts, checkpoint, time
-        fy = h - 64
-        d.rectangle((0, fy - 8, w, h), fill=(235, 235, 230))
+        d.rectangle((0, fy, w, h), fill=FOOTER_BG)
         right = f"{view.checkpoint}  {view.clock_text}".strip()
-        tw = int(d.textlength(right, font=self.font(max(12, int(26 * k))))) if right else 0
+        rw = int(self.font(max(12, px(26))).getlength(right)) + 2 if right else 0
         if right:
-            text((w - pad - tw, fy + 4), right, 26, (90, 90, 90))
+            place([Block(right, px(26), 12, SUBTLE, shrink_first=True)], (w - pad - rw, fy + 4, w - pad, h - 4),
+                  "middle")
         parts = [f"{zh_} {view.counts.get(key, 0)}" for key, zh_, _ in COUNT_LABELS]
-        text((pad, fy), "今日 " + "  ".join(parts), 30, max_w=w - 3 * pad - tw)
+        place([Block("今日 " + "  ".join(parts), px(30), 13, INK, shrink_first=True)],
+              (pad, fy + 4, w - 2 * pad - rw, h - 4), "middle")
         return img, drawn
+
+    @staticmethod
+    def _details(view: KioskView, px: Any) -> list[Block]:
+        """Under the banner: temperature, then every reason and fault, Chinese above English."""
+        blocks = []
+        if view.temperature_c is not None:
+            hot = "FEVER" in view.reasons
+            blocks.append(Block(f"体温 {view.temperature_c:.1f} °C", px(56), 26, FEVER_RED if hot else INK, px(16)))
+        pairs = [REASONS.get(r, ("其他原因，请人工核验", r)) for r in view.reasons if r != "OK"]
+        faults = [fault_texts(f) for f in view.faults] if view.state == "FAULT" else []
+        big = 48 if faults and not pairs else 40  # a fault's few lines are the whole message: larger
+        for rz, re_ in pairs + faults:
+            blocks.append(Block(rz, px(big), 20, INK, px(2), keep=bool(re_)))
+            if re_:
+                blocks.append(Block(re_, px(big * 0.7), 16, SUBTLE, px(16)))
+        return blocks
 
     def _preview(self, img: Image.Image, d: ImageDraw.ImageDraw, view: KioskView,
                  rect: tuple[int, int, int, int]) -> None:
@@ -197,7 +242,8 @@ def demo_view(state: str, **kw: Any) -> KioskView:
         "PASS": {"reasons": ("OK",), "temperature_c": 36.5, "prompts": ()},
         "DENY": {"reasons": ("HEALTH_RED",), "temperature_c": 36.7, "prompts": ()},
         "REVIEW": {"reasons": ("UNKNOWN_SIGNER",), "temperature_c": 36.4, "prompts": ()},
-        "FAULT": {"fault": "camera: no frame for 2 s: check the camera cable", "prompts": ()},
+        "FAULT": {"faults": ("camera: no frame for 2 s: check the camera cable", stall_text("commit", 6)),
+                  "prompts": ()},
     }
     args = {"counts": {"PASS": 812, "DENY": 3, "HEALTH_RED": 2, "FEVER": 1, "REVIEW": 14},
             "checkpoint": "RA-G104-EXIT-3", "clock_text": "2026-11-28 08:15", **defaults.get(state, {}), **kw}
@@ -242,7 +288,7 @@ class KioskThread:
             counts={"PASS": s["counts"]["passed"], "DENY": s["counts"]["denied"],
                     "HEALTH_RED": s["counts"]["red_codes"], "FEVER": s["counts"]["fevers"],
                     "REVIEW": s["counts"]["reviews"]},
-            checkpoint=s["checkpoint_id"], fault="; ".join(s["faults"]), hint=hint, preview=image,
+            checkpoint=s["checkpoint_id"], faults=tuple(s["faults"]), hint=hint, preview=image,
             outlines=outlines, clock_text=self._clock_text())
 
     def draw_once(self) -> None:

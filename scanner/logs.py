@@ -1,5 +1,5 @@
 """Structured logs for the journal: one line per event, `key=value` pairs in the message
-become JSON fields with format=json. Never a raw QR payload, a name or an ID (CODES.md 7).
+become JSON fields with format=json. Never a raw QR payload, a name or an ID (docs/credentials.md section 7).
 
 Every value passed as a logging argument is escaped here, in one place, for both formats
 (`escape`): a value that is printable and has no space, quote, `=` or backslash is written as

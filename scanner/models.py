@@ -17,7 +17,7 @@ class Verdict(StrEnum):
 
 
 def strictest(verdicts: list[Verdict]) -> Verdict:
-    """DENY over REVIEW over PASS (CODES.md section 5)."""
+    """DENY over REVIEW over PASS (docs/credentials.md section 5)."""
     return max(verdicts, key=lambda v: v.rank, default=Verdict.PASS)
 
 
@@ -76,7 +76,7 @@ class CredentialSummary:
 
 @dataclass(frozen=True)
 class PassageRecord:
-    """One row of the outbox (CODES.md section 7). `seq` is assigned by the store."""
+    """One row of the outbox (docs/credentials.md section 7). `seq` is assigned by the store."""
 
     record_id: str
     device_id: str

@@ -1,13 +1,13 @@
 """The delivery side of the outbox: what is pending, marking delivered, dead letters, pruning,
 status. Every function takes its own short-lived connection (store.connect), so no reader
-holds a transaction across network I/O and a checkpoint is never starved (RECORDS 2.3).
+holds a transaction across network I/O and a checkpoint is never starved (docs/durability.md section 6).
 
 Delivery is a single mark shared by push and pull: every seq <= the largest
 `deliveries.upto_seq` has been delivered (accepted, duplicate, exported, or dead-lettered).
 Marking a batch writes one small row, not every delivered row, and fetching the next batch
-is a range scan on the primary key: both O(log n) whatever the backlog (RECORDS 6.5).
+is a range scan on the primary key: both O(log n) whatever the backlog (docs/durability.md section 7).
 
-Disk policy (RECORDS 6.6), run by the maintenance thread:
+Disk policy (docs/durability.md section 6), run by the maintenance thread:
 1. delivered rows older than `retention_s` (by delivery time) are deleted, 1000 per transaction;
 2. when used pages reach 95% of `max_bytes`, delivered rows go oldest first regardless of
    retention, down to 90%;

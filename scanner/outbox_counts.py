@@ -3,7 +3,7 @@ every staff-page refresh) costs the same at 0 and at 500,000 rows instead of cou
 
 One row in `counts` (migration 006 in scanner/store.py). It is written only by side connections
 (delivery mark, pruning, the maintenance round), never by the passage commit, which stays at two
-pages (row + record_id index) for RECORDS 6.9's write budget:
+pages (row + record_id index) for the write budget (docs/durability.md section 6):
 
     upto_seq, rows   rows = number of passages with seq <= upto_seq
     first_seq        min(seq) among those when counted (0: none): shows a deletion made

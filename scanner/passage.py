@@ -7,7 +7,7 @@ the pairing window runs out (then the missing part is the reason: NO_CODE, TEMP_
 RESIDENCE_MISSING). After a decision the same code, and any measurement, are ignored for the
 cooldown so one person is one record.
 
-One person, one record (CODES.md section 5): all codes of one frame are fed together
+One person, one record (docs/credentials.md section 5): all codes of one frame are fed together
 (`on_codes`), so a red health code shown beside a residence code decides once with both; and
 after a decision (early, when a credential alone refused the person, or complete), codes other
 than a new health code that arrive within the cooldown belong to the decided passage and open

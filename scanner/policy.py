@@ -1,4 +1,4 @@
-"""The decision table of CODES.md section 5, as one pure function.
+"""The decision table of docs/credentials.md section 5, as one pure function.
 
 Inputs are what the passage collected (credential verifications and one measurement) and the
 checkpoint's rules; the output is a verdict with *every* reason that applied. The strictest
@@ -24,7 +24,7 @@ REVIEW_CODES = frozenset({"UNKNOWN_SIGNER", "NOT_YET_VALID", "CLOCK_UNTRUSTED", 
                           "RECENTLY_DENIED"})
 #: Warning the lane adds to a health code it refused a short while ago (scanner/service.py).
 RECENTLY_DENIED = "RECENTLY_DENIED"
-# Warnings on a VALID verification that withhold a PASS (CODES.md section 3 and 5): trust data the
+# Warnings on a VALID verification that withhold a PASS (docs/credentials.md sections 3 and 5): trust data the
 # config uses that is past its expiry, past its max age, or was never received. Any *_STALE or
 # *_EXPIRED warning counts; the reason recorded is the family's one code.
 # STATUS_UNAVAILABLE: the status list is there but could not be consulted, as good as missing.
@@ -79,7 +79,7 @@ def credential_reasons(v: Any, rules: CheckpointRules) -> list[str]:
     A colour is only ever set on a verification whose signature held (or that the online check
     answered), so it is evidence even when the code cannot be fully accepted: a red code on a gate
     with an untrusted clock, stale trust data or "issued in the future" is DENY HEALTH_RED beside
-    the REVIEW reason, never a REVIEW that staff could pass (CODES.md section 5)."""
+    the REVIEW reason, never a REVIEW that staff could pass (docs/credentials.md section 5)."""
     out: list[str] = [] if v.code == "VALID" else [v.code]
     out += warning_reasons(getattr(v, "warnings", ()))
     if v.kind in ("health", "dcc", None) and v.colour is not None and v.colour != "green":

@@ -22,6 +22,7 @@ from pathlib import Path
 from scanner.config import Config
 from scanner.errors import ConfigError
 from scanner.screening import UNCALIBRATED
+from scanner.textfile import NotUtf8Error, read_text
 
 #: key -> (what the file holds, fewest characters, how to make a good one)
 SECRETS: dict[str, tuple[str, int, str]] = {
@@ -46,9 +47,10 @@ class Secret:
 
 def read_secret(path: str, key: str) -> Secret:
     """The PIN or token in `path` for config key `key` ("staff.pin_file", "api.token_file",
-    "upload.token_file"): stripped, at least SECRETS[key] characters. Raises SecretFileError
-    (one line naming the key, the file and the fix) for an unset $CREDENTIALS_DIRECTORY, an
-    unreadable, empty or too short file; a file readable by group or others is a warning."""
+    "upload.token_file"): UTF-8 (a leading BOM dropped), stripped, at least SECRETS[key]
+    characters. Raises SecretFileError (one line naming the key, the file and the fix) for an
+    unset $CREDENTIALS_DIRECTORY, an unreadable, empty, too short or non-UTF-8 file; a file
+    readable by group or others is a warning (for the PIN as for the tokens)."""
     what, fewest, make = SECRETS[key]
     if not path:
         raise SecretFileError(f"{key}: no file given (got \"\"); fix: set {key.split('.')[1]} under "
@@ -59,18 +61,20 @@ def read_secret(path: str, key: str) -> Secret:
                               "loads the credential with LoadCredential=), or give a plain file path")
     try:
         st = os.stat(path)
-        value = Path(path).read_text(encoding="utf-8").strip()
+        value = read_text(path).strip()  # a BOM (Notepad) is dropped, never part of the PIN
     except OSError as e:
         raise SecretFileError(f"{key}: cannot read {path} ({e.strerror}); fix: {make}, chmod 600, owned by "
                               "the service user") from None
-    except UnicodeDecodeError:
-        raise SecretFileError(f"{key}: {path} is not UTF-8 text; fix: {make}") from None
+    except NotUtf8Error as e:
+        raise SecretFileError(f"{key}: {path} is not UTF-8 text; fix: {make}, {e.problem.split('fix: ')[-1]}") from None
     if len(value) < fewest:
         raise SecretFileError(f"{key}: the {what} in {path} is shorter than {fewest} characters (got "
                               f"{len(value)}); fix: {make}")
     warning = ""
-    if st.st_mode & (stat.S_IRGRP | stat.S_IROTH):
-        warning = (f"{key}: {path} is readable by other users (mode {stat.S_IMODE(st.st_mode):04o}); "
+    others = [w for w, bits in (("readable", stat.S_IRGRP | stat.S_IROTH), ("writable", stat.S_IWGRP | stat.S_IWOTH))
+              if st.st_mode & bits]
+    if others:
+        warning = (f"{key}: {path} is {' and '.join(others)} by other users (mode {stat.S_IMODE(st.st_mode):04o}); "
                    f"fix: chmod 600 {path}")
     return Secret(value, warning)
 

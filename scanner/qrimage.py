@@ -1,7 +1,7 @@
 """QR codes as camera-like frames, for the demo, simulation bootstrap and `codes issue --png`.
 
 Payloads that are Base45 text (our codes, DCCs) are encoded in alphanumeric mode with error
-correction Q (CODES.md section 1): large modules survive sunlight and cracked phone screens.
+correction Q (docs/credentials.md section 1): large modules survive sunlight and cracked phone screens.
 Anything else is encoded as UTF-8 bytes, so Chinese text is not re-guessed as Shift-JIS kanji.
 """
 

@@ -1,7 +1,7 @@
 """Every reason code with the text a person reads: Chinese first, then English.
 
-The reason codes are the strings of CODES.md; staff see the text on the kiosk and the status
-page, technicians in the journal. A test checks that every code the policy can emit is here.
+The reason codes are the strings of docs/credentials.md (sections 4 and 5); staff see the text
+on the kiosk and the status page, technicians in the journal. A test checks that every code the policy can emit is here.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Why this shape: a raw MLX90614 object reading is not a body temperature. Nobody 
 until a person is really in front (object well above ambient and in a skin range, held for a
 moment); then k samples are taken and the median reported, refused when they spread too wide
 (the person moved), and mapped to a body estimate by the site's calibration before the policy
-compares it with the fever threshold (HARDWARE.md section 7, "Measurement logic").
+compares it with the fever threshold (docs/hardware.md section 3).
 
 Two things no single read can show are watched across reads: the ambient (sensor die)
 temperature changing fast (sun on the housing, a heater, a door to the cold) makes readings

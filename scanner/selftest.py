@@ -122,11 +122,17 @@ class Context:
         self.closers.clear()
 
 
+def check_names() -> list[str]:
+    """Every registered check, in run order (the modules of CHECK_MODULES imported first)."""
+    for module in CHECK_MODULES:
+        importlib.import_module(module)
+    return list(REGISTRY)
+
+
 def run_checks(ctx: Context, only: tuple[str, ...] = ()) -> list[Outcome]:
     """Run every registered check (or those whose name starts with one of `only`, plus what
     they need), in order. Never raises."""
-    for module in CHECK_MODULES:
-        importlib.import_module(module)
+    check_names()
     wanted = {c.name for c in REGISTRY.values() if not only or c.name.startswith(only)}
     todo = list(wanted)
     while todo:  # and everything they need, transitively
@@ -216,7 +222,7 @@ def thermometer_bus(ctx: Context) -> Result:
 @check("thermometer.bus_speed", needs=("thermometer.bus",))
 def thermometer_bus_speed(ctx: Context) -> Result:
     """The MLX90614 speaks SMBus between 10 and 100 kHz; the Pi's default is 100 kHz, but a
-    config.txt copied from a 400 kHz sensor project breaks it (HARDWARE.md 1.1, 2.1)."""
+    config.txt copied from a 400 kHz sensor project breaks it (docs/hardware.md sections 1 and 2)."""
     th = _mlx_config(ctx)
     node = Path(ctx.sysfs) / "class" / "i2c-adapter" / f"i2c-{th.i2c_bus}" / "of_node" / "clock-frequency"
     try:

@@ -229,7 +229,7 @@ class Lane:
             v = self.verify(code.data)
             log.info("event=code_seen code_hash=%s kind=%s result=%s", key, v.kind, v.code)
             items.append((key, v))
-        # One frame, one person: the codes of a frame are taken together (CODES.md section 5).
+        # One frame, one person: the codes of a frame are taken together (docs/credentials.md section 5).
         absorbed = self.passage.absorbed
         outcome, accepted = self.passage.on_codes(now, items)
         if self.passage.absorbed > absorbed:

@@ -14,6 +14,7 @@ import cv2
 
 from scanner.config import Config
 from scanner.credentials import Signer, generate_keys, issue_health, pseudonym
+from scanner.hardware import replay_dir
 from scanner.qrimage import frame_with_codes
 
 log = logging.getLogger(__name__)
@@ -29,13 +30,14 @@ def bootstrap(cfg: Config) -> None:
         if Path(cfg.trust.anchor_cert) != ks.anchor_cert:
             Path(cfg.trust.anchor_cert).write_bytes(ks.anchor_cert.read_bytes())
         log.info("event=sim_keys_created dir=%s", keys)
-    frames = Path(cfg.camera.replay_path)
+    frames = replay_dir(cfg)
     stamp = frames / ".generated"
     if stamp.exists() and time.time() - stamp.stat().st_mtime < FRAMES_MAX_AGE_S:
         return
     frames.mkdir(parents=True, exist_ok=True)
-    for old in frames.glob("*.png"):
-        old.unlink()
+    if stamp.exists():  # only a folder this bootstrap made, and only the frames it names so
+        for old in frames.glob("[0-9][0-9][0-9][0-9][0-9].png"):
+            old.unlink()
     signer = Signer.load(keys / "health.key", keys / "health.pem")
     secret = (keys / "pseudonym.secret").read_bytes()
     per_person = max(int(cfg.simulation.person_every_s * cfg.camera.replay_fps), 2)

@@ -1,6 +1,6 @@
 """The SQLite outbox: one row per passage, committed before the lane signals.
 
-Durability (RECORDS.md section 2.2): WAL with `synchronous=FULL` on the connection that
+Durability (docs/durability.md sections 1 and 4): WAL with `synchronous=FULL` on the connection that
 records passages. A `record()` that returned has been fsynced: it survives kill -9, and power
 loss too when the card honours flush. What power loss can still take: nothing that was
 acknowledged, on a card that tells the truth about flush; on a card that acknowledges a flush
@@ -13,7 +13,7 @@ Rows are ordered by `seq`, never by the wall clock (the Pi has no RTC). `seq` is
 `meta.next_seq` is a floor that pruning raises before it deletes, and the writer starts from
 max(floor, largest seq + 1), so a commit writes two pages (row + record_id index) and not a
 third for a counter. `record_id` is a UUID made before the insert and UNIQUE, so inserting the
-same record twice is harmless. Nothing personal is stored (CODES.md section 7). The schema is
+same record twice is harmless. Nothing personal is stored (docs/credentials.md section 7). The schema is
 in scanner/store_migrations.py.
 
 Corruption: `PRAGMA quick_check` at every open. A damaged outbox is moved aside together with
@@ -206,8 +206,8 @@ class Store(Repairs):
             if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
                 # Both only take effect before the first table. 1 KiB pages: a passage commit
                 # rewrites two pages (row + record_id index) in the WAL, so 4 KiB pages cost
-                # ~11.4 KB written per passage and 1 KiB pages ~5.1 KB, under RECORDS 6.9's
-                # 6 KB write budget (SD wear). The price is space: about 1 KiB per stored row.
+                # ~11.4 KB written per passage and 1 KiB pages ~5.1 KB, under the 6 KB write
+                # budget of docs/durability.md section 6 (SD wear). The price is space: about 1 KiB per stored row.
                 conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
                 conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             conn.execute("PRAGMA journal_mode=WAL")
@@ -375,7 +375,7 @@ class Store(Repairs):
         return dict(self.conn.execute("SELECT verdict, count(*) FROM passages GROUP BY verdict").fetchall())
 
     def settings(self) -> dict[str, Any]:
-        """The effective durability settings, logged at start (RECORDS 6.13)."""
+        """The effective durability settings, logged at start (docs/durability.md section 1)."""
         q = self.conn.execute
         return {"journal_mode": q("PRAGMA journal_mode").fetchone()[0],
                 "synchronous": {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}[q("PRAGMA synchronous").fetchone()[0]],

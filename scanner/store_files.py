@@ -65,7 +65,7 @@ def prepare(db: Path) -> None:
 
 
 def move_aside(p: Path, why: str) -> Path:
-    """Move the db, -wal and -shm together into corrupt-<time>-<pid>/ beside it (RECORDS 2.1:
+    """Move the db, -wal and -shm together into corrupt-<time>-<pid>/ beside it (docs/durability.md section 5:
     never separate a hot WAL from its database), 0700 with 0600 files. Also collects a stray
     -wal/-shm left by an interrupted move, so a fresh database never replays a WAL that is not
     its own. Returns the directory."""

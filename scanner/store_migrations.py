@@ -55,7 +55,7 @@ def _m004_override_of(db: sqlite_utils.Database) -> None:
 
 
 def _m005_bundle_versions(db: sqlite_utils.Database) -> None:
-    """CODES.md section 7: every passage names the versions of *all* trust data in force
+    """docs/credentials.md section 7: every passage names the versions of *all* trust data in force
     (trust list, status list, policy), so the centre can tell which revocations it knew."""
     db.execute("ALTER TABLE passages ADD COLUMN status_version INTEGER")
     db.execute("ALTER TABLE passages ADD COLUMN policy_version INTEGER")

@@ -7,6 +7,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${CHECKPOINT_VENV:-$ROOT/.venv}"
 PY="${PYTHON:-python3}"
 
+# shellcheck source=scripts/_apt.sh
+source "$ROOT/scripts/_apt.sh"
+
 say() { printf '[setup] %s\n' "$*" >&2; }
 die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 
@@ -35,13 +38,21 @@ apt_install() {  # apt_install PKG...: install what is missing; returns non-zero
 }
 
 if ! have_zbar; then
-    say "zbar shared library missing: installing libzbar0 with apt-get"
-    command -v apt-get >/dev/null || die "libzbar0 is missing and there is no apt-get: install the zbar library with your package manager"
+    command -v apt-get >/dev/null || die "the zbar library is missing and there is no apt-get: install the zbar library (libzbar0) with your package manager"
     if [ "$(id -u)" != 0 ] && [ -z "$SUDO" ]; then
-        die "libzbar0 is missing, this is not root and there is no sudo: run 'apt-get install libzbar0' as root"
+        die "the zbar library is missing, this is not root and there is no sudo: run 'apt-get install libzbar0' (libzbar0t64 on Debian trixie) as root"
     fi
-    apt_install libzbar0 || die "apt-get install libzbar0 failed: check the network and the apt sources"
-    have_zbar || die "libzbar0 was installed but libzbar.so is still not found by ldconfig"
+    # libzbar0, or libzbar0t64 since trixie (only arm64/amd64 map the old name to the new one)
+    ZBAR_PKG="$(apt_candidate "${ZBAR_PACKAGES[@]}" || true)"
+    if [ -z "$ZBAR_PKG" ]; then  # no package lists yet, or old ones: refresh once and ask again
+        $SUDO apt-get update -qq >/dev/null || die "apt-get update failed: check the network and the apt sources"
+        APT_UPDATED=1
+        ZBAR_PKG="$(apt_candidate "${ZBAR_PACKAGES[@]}" || true)"
+    fi
+    [ -n "$ZBAR_PKG" ] || die "apt knows neither ${ZBAR_PACKAGES[*]}: check /etc/apt/sources.list, or install the zbar library by hand"
+    say "zbar shared library missing: installing $ZBAR_PKG with apt-get"
+    apt_install "$ZBAR_PKG" || die "apt-get install $ZBAR_PKG failed: check the network and the apt sources"
+    have_zbar || die "$ZBAR_PKG was installed but libzbar.so is still not found by ldconfig"
 fi
 
 if [ "${1:-}" = "test" ]; then

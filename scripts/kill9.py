@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The kill -9 harness at RECORDS.md 6.1 strength: N SIGKILLs (default 1,000) of a writer that
+"""The kill -9 harness of docs/durability.md section 3 at full strength: N SIGKILLs (default 1,000) of a writer that
 records, delivers, prunes and checkpoints; after each, integrity_check must be ok, no
 acknowledged record may be missing, and at most one committed record may be unreported. The
 suite runs the same harness with 30 kills (tests/test_kill9.py); this is the long run.

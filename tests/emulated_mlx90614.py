@@ -16,7 +16,11 @@ bus interprets real `smbus2.i2c_msg` objects the way the chip answers them on th
   count `busy_violations`), and RAM temperatures read 0x0000 until `por_s` after power-on.
 
 Faults are injected per chip (`inject`), one-shot (count) or persistent (count=None), on every
-matching transaction or intermittently (`every`=N: only each N-th one).
+matching transaction or intermittently (`every`=N: only each N-th one, the first being the
+`start`-th). A bus fault raises OSError with its kind's errno or a chosen one (`errno_code`):
+the i2c-gpio software bus reports a NACK as ENXIO (6), the hardware controllers as 121, so
+`inject("nack", None, every=2, start=1, errno_code=errno.ENXIO)` is a chip on i2c-gpio that
+NACKs the first try of every read and answers the retry.
 """
 
 from __future__ import annotations
@@ -49,7 +53,8 @@ WRITABLE = frozenset({0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x2E})
 WRITABLE_UNLOCKED = frozenset({0x2F})
 CMD_UNLOCK, CMD_LOCK = 0x60, 0x61
 
-BUS_FAULTS = {"nack": errno.EREMOTEIO, "eio": errno.EIO, "timeout": errno.ETIMEDOUT}
+BUS_FAULTS = {"nack": errno.EREMOTEIO, "eio": errno.EIO, "timeout": errno.ETIMEDOUT,
+              "arbitration": errno.EAGAIN}
 DATA_FAULTS = {"bad_pec", "all_ff", "zero", "error_flag", "stuck"}
 
 
@@ -65,6 +70,7 @@ class Fault:
     stuck_raw: int | None = None
     every: int = 1  # intermittent: only each `every`-th matching transaction
     seen: int = 0
+    errno_code: int | None = None  # bus faults: raise this errno instead of the kind's own
 
 
 @dataclass
@@ -123,19 +129,27 @@ class EmulatedMLX90614:
 
     # -- faults ----------------------------------------------------------------------------
 
-    def inject(self, kind: str, count: int | None = 1, cmd: int | None = None, every: int = 1) -> None:
-        """Queue a fault: nack, eio, timeout, bad_pec, all_ff, zero, error_flag, stuck.
-        `count` transactions are affected (None = until clear_faults); `cmd` narrows it;
-        `every`=N hits only each N-th matching transaction (an intermittent fault)."""
+    def inject(self, kind: str, count: int | None = 1, cmd: int | None = None, every: int = 1,
+               *, start: int | None = None, errno_code: int | None = None) -> None:
+        """Queue a fault: nack, eio, timeout, arbitration, bad_pec, all_ff, zero, error_flag,
+        stuck. `count` transactions are affected (None = until clear_faults); `cmd` narrows it;
+        `every`=N hits only each N-th matching transaction (an intermittent fault), the first
+        hit being the `start`-th (1..N, default N). `errno_code` (bus faults only) is the errno
+        the bus raises, e.g. errno.ENXIO for a NACK on i2c-gpio."""
         if kind not in BUS_FAULTS and kind not in DATA_FAULTS:
             raise ValueError(f"unknown fault {kind!r}")
         if every < 1:
             raise ValueError(f"every={every}: must be at least 1")
+        start = every if start is None else start
+        if not 1 <= start <= every:
+            raise ValueError(f"start={start}: must be within 1..every ({every})")
+        if errno_code is not None and kind not in BUS_FAULTS:
+            raise ValueError(f"errno_code applies to bus faults only, not {kind!r}")
         stuck = None
         if kind == "stuck":
             cmd = 0x07 if cmd is None else cmd
             stuck = self.ram[cmd]  # frozen now: later set_object() no longer shows
-        self.faults.append(Fault(kind, count, cmd, stuck, every))
+        self.faults.append(Fault(kind, count, cmd, stuck, every, every - start, errno_code))
 
     def clear_faults(self) -> None:
         self.faults.clear()
@@ -176,7 +190,8 @@ class EmulatedMLX90614:
             return Transaction(first.addr, "other", cmd, out, error=errno.EREMOTEIO)
         fault = self._take_fault(cmd, bus=True)
         if fault is not None:
-            return Transaction(first.addr, "other", cmd, out, error=BUS_FAULTS[fault.kind])
+            error = BUS_FAULTS[fault.kind] if fault.errno_code is None else fault.errno_code
+            return Transaction(first.addr, "other", cmd, out, error=error)
         if cmd is None:
             return Transaction(first.addr, "other", None)
         if len(msgs) == 2 and msgs[1].flags & I2C_M_RD and len(out) == 1:

@@ -4,7 +4,7 @@ TLS) serving signed bundles and the online verify call, with misbehaviours on de
 Routes (scanner/sync/trust_sync.py):
   GET  /api/v1/trust-list  /api/v1/policy  /api/v1/status/snapshot (Range, If-Range)
   GET  /api/v1/status/diff?from=N   200 diff | 204 up to date (X-Status-Version/-Total) | 410
-  POST /api/v1/verify               CODES.md section 6
+  POST /api/v1/verify               docs/credentials.md section 6
 
 Faults, per route ("trust", "policy", "snapshot", "diff", "verify"), for `times` requests or
 until cleared: wrong_signature, older (serves `body`), truncated, 500, slow, huge (no length,

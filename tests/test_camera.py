@@ -14,6 +14,8 @@ from drivers.camera_opencv import OpenCVCamera
 from drivers.camera_replay import ReplayCamera
 from scanner.decode import Decoder
 
+BUDGET_MS = 60_000.0  # explicit and generous: no test may depend on the machine's speed
+
 PAYLOADS = [f"HC1:REPLAY-{i:03d}".encode() for i in range(3)]
 
 
@@ -38,7 +40,7 @@ def frames() -> list[np.ndarray]:
 
 
 def payloads_of(camera: ReplayCamera) -> list[bytes]:
-    decoder, out = Decoder(), []
+    decoder, out = Decoder(budget_ms=BUDGET_MS), []
     while (frame := camera.read()) is not None:
         out += [c.data for c in decoder.decode(frame.image)]
     return out
@@ -80,7 +82,7 @@ def test_replay_video_file(tmp_path: Path, frames: list[np.ndarray]) -> None:
 
 def test_replay_video_loops(tmp_path: Path, frames: list[np.ndarray]) -> None:
     video = write_video(tmp_path / "lane.avi", frames[:2])
-    decoder = Decoder()
+    decoder = Decoder(budget_ms=BUDGET_MS)
     with ReplayCamera(video, loop=True) as camera:
         got = []
         for _ in range(5):

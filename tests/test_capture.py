@@ -233,7 +233,7 @@ def test_picamera2_configures_lores_yuv_and_delivers_the_y_plane_as_gray() -> No
         frame = cam.read()
         assert frame.image.shape == (480, 640) and frame.image.flags.c_contiguous
         assert np.array_equal(frame.image, scene) and frame.seq == 1
-        assert [c.data for c in decode_frame(frame.image)] == [b"HC1:PICAMERA2-TEST"]
+        assert [c.data for c in decode_frame(frame.image, budget_ms=60_000)] == [b"HC1:PICAMERA2-TEST"]
         assert fake.outstanding == 0  # every request went back to libcamera
     assert fake.closed and not fake.started
     color = Picamera2Camera(0, factory=fake_factory(scene, made), color=True)
@@ -290,7 +290,7 @@ def test_picamera2_stall_is_a_fault_and_the_camera_is_reopened() -> None:
 
 
 def test_config_picks_picamera2_without_importing_it(tmp_path: Any) -> None:
-    cfg = parse_config('[checkpoint]\nmode = "real"\n'
+    cfg = parse_config('[checkpoint]\nmode = "real"\nid = "T-GATE-1"\ndevice_id = "t-pi-1"\n'
                        '[camera]\nsource = "picamera2"\ncsi_index = 1\nwidth = 1280\nheight = 720\n',
                        str(tmp_path / "c.toml"))
     cam = hardware.make_camera(cfg)

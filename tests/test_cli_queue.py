@@ -79,7 +79,7 @@ def test_export_jsonl_csv_and_mark_delivered(tmp_path: Path, capsys: pytest.Capt
     assert main(["queue", "export", "--db", str(db), "--what", "all", "--format", "csv", "--out", str(csv_out)]) == 0
     rows = list(csv.DictReader(csv_out.open(encoding="utf-8")))
     assert len(rows) == 30 and json.loads(rows[0]["reasons"]) == ["NO_CODE"]
-    assert main(["queue", "export", "--db", str(db), "--out", str(out), "--mark-delivered"]) == 0
+    assert main(["queue", "export", "--db", str(db), "--out", str(out), "--mark-delivered", "--force"]) == 0
     c = connect(db)
     assert outbox.delivered_upto(c) == 30 and outbox.status(c, db)["last_delivery_via"] == "export"
     c.close()

@@ -85,6 +85,8 @@ def test_camera_path_that_does_not_exist_keeps_the_lane_up_and_says_why(tmp_path
     cfg.write_text(f"""
 [checkpoint]
 mode = "real"
+id = "T-GATE-1"
+device_id = "t-pi-1"
 [camera]
 source = "opencv"
 device = "/dev/v4l/by-id/usb-no-such-camera-video-index0"

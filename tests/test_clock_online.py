@@ -1,5 +1,5 @@
 """Clock trust (kernel NTP or a recent server offset with no wall-clock jump since), the online path
-for provincial codes (CODES.md section 6), HTTPS with a pinned CA bundle, and EU DCCs through a
+for provincial codes (docs/credentials.md section 6), HTTPS with a pinned CA bundle, and EU DCCs through a
 synced trust list."""
 
 from __future__ import annotations
@@ -230,9 +230,7 @@ def test_https_with_the_configured_ca_bundle(tmp_path: Path, keyset: KeySet) -> 
 
 # ---------------------------------------------------------------- EU DCC through a synced list
 
-DCC = Path("/work/shared/fixtures/dgc-common")
-if not DCC.is_dir():
-    DCC = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "dgc-common"
+DCC = Path(__file__).resolve().parent / "fixtures" / "dgc-common"  # vendored, see its README
 
 
 def _hc1(cose: Any) -> str:

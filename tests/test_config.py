@@ -103,7 +103,9 @@ def test_cross_checks() -> None:
 
 def test_toml_syntax_error_names_line() -> None:
     p = problems("[checkpoint]\nid = \"unclosed\n", mode=None)
-    assert p[0].startswith("line 2: TOML syntax error")
+    assert p[1] == ("line 2: checkpoint.id: TOML syntax error: Illegal character '\\n' (column 15); fix: close the "
+                    "quote: a text in quotes ends with \" on the same line")
+    assert p[0].startswith("line 1: checkpoint.mode: required")  # the rest is still checked (issue 12)
 
 
 def test_relative_paths_resolve_against_the_config_file(tmp_path: Path) -> None:

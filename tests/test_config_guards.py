@@ -28,7 +28,7 @@ from scanner.errors import ConfigError, TrustDataError
 from scanner.numbers import NotFiniteError, finite, in_range, loads_json, parse_finite
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL = '[checkpoint]\nmode = "real"\n'
+REAL = '[checkpoint]\nmode = "real"\nid = "T-GATE-1"\ndevice_id = "t-pi-1"\n'  # the smallest real lane
 SIM = '[checkpoint]\nmode = "simulated"\n'
 
 
@@ -53,14 +53,14 @@ def test_nan_and_inf_in_a_float_key_are_refused_with_the_line(section: str, key:
                                                                default: str) -> None:
     got = "inf" if literal == "1e999" else literal.lstrip("+")
     p = problems(f"{REAL}[{section}]\n{key} = {literal}\n")
-    assert p == [f"line 4: {section}.{key}: must be a finite number (got {got}); fix: write a number such as "
+    assert p == [f"line 6: {section}.{key}: must be a finite number (got {got}); fix: write a number such as "
                  f"{default} — " + next(f.metadata["help"] for f in dataclasses.fields(SECTIONS[section])
                                         if f.name == key)]
 
 
 def test_nan_in_a_whole_number_key_asks_for_a_whole_number_not_quotes() -> None:
     p = problems(f"{REAL}[policy]\nclock_skew_s = nan\n")
-    assert len(p) == 1 and p[0].startswith("line 4: policy.clock_skew_s: must be a whole number (got nan); "
+    assert len(p) == 1 and p[0].startswith("line 6: policy.clock_skew_s: must be a whole number (got nan); "
                                            "fix: write a whole number such as 300, without a decimal point")
     assert "without quotes" not in p[0]
     assert "without quotes" in problems(f"{REAL}[policy]\nclock_skew_s = \"300\"\n")[0]
@@ -78,7 +78,7 @@ def test_every_number_key_refuses_nan_and_inf(literal: str) -> None:
     assert len(keys) > 60
     for section, key in keys:
         p = problems(f"{REAL}[{section}]\n{key} = {literal}\n")
-        assert len(p) == 1 and p[0].startswith(f"line 4: {section}.{key}: must be a "), (section, key, p)
+        assert len(p) == 1 and p[0].startswith(f"line 6: {section}.{key}: must be a "), (section, key, p)
 
 
 def test_check_config_exits_2_on_a_nan_threshold(tmp_path: Path) -> None:
@@ -87,7 +87,7 @@ def test_check_config_exits_2_on_a_nan_threshold(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "scanner.cli", "check-config", "--text-only", str(f)],
                        capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 2 and "OK" not in r.stdout
-    assert "  line 4: policy.fever_threshold_c: must be a finite number (got nan)" in r.stderr
+    assert "  line 6: policy.fever_threshold_c: must be a finite number (got nan)" in r.stderr
 
 
 def test_numbers_door() -> None:
@@ -236,7 +236,7 @@ def test_the_smallest_real_and_simulated_configs() -> None:
 def test_a_simulated_device_on_a_real_lane_is_refused(section: str, source: str, fix: str) -> None:
     extra = '\nreplay_path = "x"' if source == "replay" else ""
     p = problems(f'{REAL}[{section}]\nsource = "{source}"{extra}\n')
-    assert p == [f'line 4: {section}.source: a simulated device on a lane whose checkpoint.mode is "real" '
+    assert p == [f'line 6: {section}.source: a simulated device on a lane whose checkpoint.mode is "real" '
                  f'(got "{source}"); fix: {fix}, or mode = "simulated" for a demo']
 
 

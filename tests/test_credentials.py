@@ -1,4 +1,4 @@
-"""Our own signed codes (ZHC1: health, AJM1: residence): every reason code of CODES.md section 4,
+"""Our own signed codes (ZHC1: health, AJM1: residence): every reason code of docs/credentials.md section 4,
 reached with real signatures from the issuing tools, plus trust list loading and fuzzing."""
 
 from __future__ import annotations

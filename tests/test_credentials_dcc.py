@@ -1,5 +1,7 @@
-"""The EU DCC public test vectors (fixtures/dgc-common) through the stages their EXPECTED* flags
-name. A missing flag means "not tested" (UPSTREAM-README.md); every present flag must agree.
+"""The EU DCC public test vectors (tests/fixtures/dgc-common, vendored with their Apache-2.0
+licence; see the README there) through the stages their EXPECTED* flags name. A missing flag
+means "not tested"; every present flag must agree. Without the vectors this module fails at
+collection: it never passes by collecting nothing.
 
 How each flag maps onto our pipeline:
   EXPECTEDUNPREFIX          split_prefix(PREFIX) is HC1: + BASE45, else FORMAT_UNSUPPORTED
@@ -43,10 +45,14 @@ from scanner.credentials.envelope import (
 )
 from scanner.errors import CredentialError
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "dgc-common"
-if not FIXTURES.is_dir():  # the repo may be checked out elsewhere; the fixtures live beside it
-    FIXTURES = Path("/work/shared/fixtures/dgc-common")
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "dgc-common"
 CASES = sorted(FIXTURES.glob("*.json"))
+#: The vectors vendored from dgc-testdata common/2DCode/raw. Checked at import, so a missing or
+#: emptied folder is a collection error, never an empty parametrisation that pytest would skip.
+EXPECTED_CASES = 38
+if len(CASES) < EXPECTED_CASES:
+    raise RuntimeError(f"{FIXTURES}: {len(CASES)} DCC test vectors, expected {EXPECTED_CASES}: "
+                       "restore tests/fixtures/dgc-common from git")
 HANDLED = {
     "EXPECTEDUNPREFIX",
     "EXPECTEDB45DECODE",
@@ -93,7 +99,9 @@ def _hcert(prefix_text: str) -> Any:
 
 
 def test_fixtures_present_and_every_flag_handled() -> None:
-    assert len(CASES) >= 38, FIXTURES
+    assert len(CASES) >= EXPECTED_CASES, FIXTURES
+    assert len(_case_flags()) >= 63  # the flags of all files: each is one case of test_dcc_vector
+    assert (FIXTURES / "LICENSE").is_file() and "Apache License" in (FIXTURES / "LICENSE").read_text()
     flags = {flag for _, flag, _ in _case_flags()}
     assert flags <= HANDLED, f"unhandled EXPECTED* flags: {flags - HANDLED}"
 

@@ -65,6 +65,7 @@ def test_install_refuses_without_root_unless_dry_run() -> None:
 
 @pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck not installed (apt: shellcheck)")
 def test_shell_scripts_are_shellcheck_clean() -> None:
-    scripts = [ROOT / "scripts" / n for n in ("install-pi.sh", "_setup.sh", "demo", "test")] + [ROOT / ".ci" / "run"]
+    scripts = [ROOT / "scripts" / n for n in ("install-pi.sh", "_setup.sh", "_apt.sh", "demo", "test")]
+    scripts.append(ROOT / ".ci" / "run")
     r = subprocess.run(["shellcheck", "-x", *map(str, scripts)], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stdout

@@ -345,7 +345,8 @@ def test_an_uncalibrated_real_gate_reviews_instead_of_passing(tmp_path: Path) ->
     from scanner.preflight import preflight
     from scanner.screening import Screener, ScreeningRules
 
-    cfg = parse_config('[checkpoint]\nmode = "real"\n', str(tmp_path / "gate.toml"))
+    cfg = parse_config('[checkpoint]\nmode = "real"\nid = "T-GATE-1"\ndevice_id = "t-pi-1"\n',
+                       str(tmp_path / "gate.toml"))
     rules = ScreeningRules.from_config(dc_replace(cfg.thermometer, presence_hold_s=0.0, samples=3), real_lane=True)
     sc = Screener(rules)
     m = None
@@ -378,3 +379,24 @@ def test_a_code_refused_for_fever_and_shown_again_is_review_not_a_fresh_pass(tmp
         lane.mono.t += lane.cfg.policy.recheck_after_deny_s  # much later: judged afresh
         person(lane, code, body_c=36.8, seconds=3.0)
         assert lane.records()[-1]["verdict"] == "PASS", lane.records()[-1]["reasons"]
+
+
+def test_bootstrap_without_a_replay_path_never_writes_into_the_working_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A config with bootstrap and no replay_path once wrote its frames into (and cleared every PNG
+    of) whatever folder the command ran in."""
+    from scanner.config import parse_config
+    from scanner.hardware import replay_dir
+    from scanner.simulation import bootstrap
+
+    work = tmp_path / "somebodys-folder"
+    work.mkdir()
+    (work / "photo.png").write_bytes(b"not ours")
+    monkeypatch.chdir(work)
+    cfg = parse_config('[checkpoint]\nmode = "simulated"\n[simulation]\nbootstrap = true\n'
+                       f'[store]\npath = "{tmp_path / "data" / "outbox.db"}"\n'
+                       f'[trust]\ntrust_list = "{tmp_path / "keys" / "trust-list.cose"}"\n'
+                       f'anchor_cert = "{tmp_path / "keys" / "anchor.crt"}"\n', str(work / "sim.toml"))
+    bootstrap(cfg)
+    assert sorted(p.name for p in work.iterdir()) == ["photo.png"]
+    assert replay_dir(cfg) == tmp_path / "data" / "sim-frames" and any(replay_dir(cfg).glob("*.png"))

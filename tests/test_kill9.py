@@ -4,7 +4,7 @@ in the outbox or on the "server". The same checker must catch the negative contr
 acknowledged before COMMIT) losing records, or the harness proves nothing.
 
 This covers process crashes (the page cache survives). Power loss needs LazyFS or a relay
-rig on the real SD card (RECORDS 2.5); see README "Durability".
+rig on the real SD card (docs/durability.md section 4).
 """
 
 from __future__ import annotations

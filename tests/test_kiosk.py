@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scanner.kiosk import BANNERS, KioskView, Renderer, demo_view, find_cjk_font
+from scanner.kiosk import BANNERS, FOOTER_BG, KioskView, Renderer, demo_view, find_cjk_font
 from scanner.qrimage import frame_with_codes
+from scanner.reasons import PROMPTS, REASONS
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_cjk = pytest.mark.skipif(find_cjk_font() is None, reason="no CJK font (apt-get install fonts-noto-cjk)")
@@ -20,7 +21,7 @@ needs_cjk = pytest.mark.skipif(find_cjk_font() is None, reason="no CJK font (apt
 
 def banner_colour(img: Image.Image) -> tuple[int, int, int]:
     w, h = img.size
-    px = img.getpixel((w - 40, int(h * 0.40)))  # inside the banner, right of the text
+    px = img.getpixel((w - 30, int(h * 0.20)))  # inside the banner, right of the text, at every size
     assert isinstance(px, tuple)
     return px[0], px[1], px[2]
 
@@ -48,7 +49,8 @@ def test_each_state_has_its_banner_colour_and_texts(state: str) -> None:
 def test_reason_and_temperature_shown_for_deny() -> None:
     img, drawn = Renderer().render(demo_view("DENY", reasons=("FEVER",), temperature_c=38.2))
     texts = " ".join(d.text for d in drawn)
-    assert "38.2 °C" in texts and "体温异常" in texts and "fever threshold" in texts
+    sources = {d.source for d in drawn}
+    assert "38.2 °C" in texts and set(REASONS["FEVER"]) <= sources
 
 
 def test_found_code_is_outlined_in_green() -> None:
@@ -63,12 +65,20 @@ def test_found_code_is_outlined_in_green() -> None:
 @needs_cjk
 def test_small_screen_never_draws_over_the_footer() -> None:
     r = Renderer((800, 480))
-    img, drawn = r.render(demo_view("READY"))
-    footer_top = 480 - 72
-    counts = next(d for d in drawn if d.text.startswith("今日"))
+    img, drawn = r.render(demo_view("READY", prompts=("NOT_A_CODE", "SHOW_RESIDENCE", "HOLD_WRIST"),
+                                    hint="too_dark"))
+    arr = np.asarray(img)
+    footer_top = 479
+    while tuple(arr[footer_top - 1, 2]) == FOOTER_BG:
+        footer_top -= 1
+    assert 400 < footer_top < 480
+    footer = [d for d in drawn if d.box[1] >= footer_top]
+    assert len(footer) == 2 and any(d.text.startswith("今日") for d in footer)
     for d in drawn:
-        if d is not counts and d.box[1] < footer_top:
-            assert d.box[3] <= footer_top + 8, d
+        if d not in footer:
+            assert d.box[3] <= footer_top, d
+    for key in ("NOT_A_CODE", "SHOW_RESIDENCE", "HOLD_WRIST"):  # every prompt still there
+        assert set(PROMPTS[key]) <= {d.source for d in drawn}
     assert all(d.box[2] <= 800 for d in drawn)
 
 

@@ -45,6 +45,9 @@ presence_hold_s = 0.05
 samples = 3
 offset_c = 2.0
 fault_after = 3
+[decode]
+# a budget no loaded machine runs out of: the tests must not depend on its speed
+budget_ms = 2000
 [indicators]
 source = "mock"
 relay_pin = 23

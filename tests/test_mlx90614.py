@@ -117,8 +117,8 @@ def test_eeprom_identity_reads(sensor: MLX90614) -> None:
 # -- faults ------------------------------------------------------------------------------
 
 FAULT_COUNTER = {
-    "nack": "nack", "eio": "eio", "timeout": "timeout", "bad_pec": "pec", "all_ff": "pec",
-    "zero": "sentinel", "error_flag": "error_flag",
+    "nack": "nack", "eio": "eio", "timeout": "timeout", "arbitration": "arbitration",
+    "bad_pec": "pec", "all_ff": "pec", "zero": "sentinel", "error_flag": "error_flag",
 }
 
 
@@ -141,6 +141,7 @@ FAULT_MESSAGE = {
     " wiring, 3.3 V supply and i2cdetect -y 1",
     "eio": "I/O error (errno 5) after 3 tries: check wiring and pull-ups, lower the bus speed",
     "timeout": "bus timeout (errno 110) after 3 tries: bus stuck or clock stretching",
+    "arbitration": "arbitration lost (errno 11) after 3 tries: check for another master",
     "bad_pec": "PEC mismatch",
     "all_ff": "got 0xff",
     "zero": "read 0x0000 (-273.15 C) after 3 tries: check wiring and the 3.3 V supply",
@@ -672,7 +673,7 @@ def test_failure_counts_is_a_copy(sensor: MLX90614) -> None:
     sensor.failure_counts()["pec"] = 99
     assert sensor.failure_counts()["pec"] == 0
     assert set(sensor.failure_counts()) == {
-        "pec", "nack", "eio", "timeout", "error_flag", "sentinel", "range", "bus"}
+        "pec", "nack", "eio", "timeout", "arbitration", "error_flag", "sentinel", "range", "bus"}
 
 
 @pytest.mark.parametrize("options", [{"address": 0x00}, {"address": 0x80}, {"retries": 0}])

@@ -1,4 +1,4 @@
-"""The decision table (CODES.md section 5) and the passage state machine, pure."""
+"""The decision table (docs/credentials.md section 5) and the passage state machine, pure."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SETUP = ROOT / "scripts" / "_setup.sh"
-SHELL_FILES = [ROOT / "scripts" / n for n in ("_setup.sh", "install-pi.sh", "demo", "test")] + [
+SHELL_FILES = [ROOT / "scripts" / n for n in ("_setup.sh", "_apt.sh", "install-pi.sh", "demo", "test")] + [
     ROOT / ".ci" / "run", *sorted((ROOT / "systemd").glob("*"))]
 OLD_HAVE_ZBAR = "have_zbar() { ldconfig -p 2>/dev/null | grep -q 'libzbar\\.so'; }"
 

@@ -22,6 +22,8 @@ from scanner.selftest import Context, Result, Status, run_checks
 REAL_THERMO = """
 [checkpoint]
 mode = "real"
+id = "T-GATE-1"
+device_id = "t-pi-1"
 [thermometer]
 source = "mlx90614"
 i2c_bus = 1

@@ -15,6 +15,9 @@ from scanner.cli_selftest import run_selftest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+REAL_IDS = 'mode = "real"\nid = "T-GATE-1"\ndevice_id = "t-pi-1"'  # a real gate has its own ids
+
+
 def site(tmp_path: Path, keyset: Any, **sections: str) -> Path:
     shutil.copytree(keyset.directory, tmp_path / "keys")
     frames = tmp_path / "frames"
@@ -82,7 +85,7 @@ def test_lane_owning_the_pins_is_a_skip_not_a_failure(tmp_path: Path, keyset: An
 def test_missing_camera_fails_with_the_fix(tmp_path: Path, keyset: Any) -> None:
     cfg = site(tmp_path, keyset)
     cfg.write_text(cfg.read_text().replace('source = "replay"', 'source = "opencv"\ndevice = "/dev/v4l/by-id/none"')
-                   .replace('trust = "always"', 'trust = "system"').replace('mode = "simulated"', 'mode = "real"')
+                   .replace('trust = "always"', 'trust = "system"').replace('mode = "simulated"', REAL_IDS)
                    .replace('source = "scripted"', 'source = "mlx90614"').replace('source = "mock"', 'source = "gpio"'))
     code, out = run(cfg, ["camera.opens"])
     assert code == 1 and "FAIL 失败  camera.opens" in out and "/dev/v4l/by-id/none" in out

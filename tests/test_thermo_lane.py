@@ -50,6 +50,9 @@ reference_ambient_c = 25.0
 calibration_version = "toll-gate-2"
 fault_after = 3
 stuck_after_s = {stuck_after_s}
+[decode]
+# a budget no loaded machine runs out of: the tests must not depend on its speed
+budget_ms = 2000
 [indicators]
 source = "mock"
 verdict_hold_s = 0.3
@@ -260,8 +263,8 @@ def test_real_factory_closes_the_bus_when_the_chip_does_not_answer_at_start(monk
         return buses[-1]
 
     monkeypatch.setattr(smbus2, "SMBus", fake_smbus)
-    cfg = parse_config('[checkpoint]\nmode = "real"\n[thermometer]\nsource = "mlx90614"\n',
-                       str(tmp_path / "site.toml"))
+    cfg = parse_config('[checkpoint]\nmode = "real"\nid = "T-GATE-1"\ndevice_id = "t-pi-1"\n'
+                       '[thermometer]\nsource = "mlx90614"\n', str(tmp_path / "site.toml"))
     thermo = hardware.make_thermometer(cfg)
     message = ""
     for _ in range(500):  # opening runs on its own thread: wait for its answer

@@ -1,6 +1,6 @@
 """Signed credentials: health codes (ZHC1:), residence codes (AJM1:) and EU DCCs (HC1:).
 
-One pipeline (CODES.md): prefix -> Base45 -> zlib -> COSE_Sign1 -> signature -> signer fitness ->
+One pipeline (docs/credentials.md): prefix -> Base45 -> zlib -> COSE_Sign1 -> signature -> signer fitness ->
 time -> status list -> claims. `verify()` never raises on a payload; `TrustStore.load()` raises
 TrustDataError with a message that names the fix. The issuing tools build demo trust chains.
 Signed trust-data bundles (trust list, status list, policy) are in `bundles`; `TrustState` holds

@@ -1,4 +1,4 @@
-"""Signed trust-data bundles (CODES.md section 3): trust list, status list (snapshot and diffs), policy.
+"""Signed trust-data bundles (docs/credentials.md section 3): trust list, status list (snapshot and diffs), policy.
 
 All of them use the trust list's envelope: the raw CBOR of a tagged COSE_Sign1 (ES256), protected
 header `{1: -7, 4: anchor kid}`, payload UTF-8 JSON, signed by the pinned trust anchor. One

@@ -1,16 +1,26 @@
-"""CWT claims and the three private claim schemas (CODES.md section 2; EU DCC hcert).
+"""CWT claims and the three private claim schemas (docs/credentials.md section 2; EU DCC hcert).
 
 Called only after the signature has verified. Errors are `ClaimsError` with a message naming
 the claim key, never its value: names and IDs must not reach a log line.
+
+Our own ZHC1/AJM1 formats are strict (integer seconds, text fields). An HC1 (EU DCC) is read in
+the whole value space its issuers use, as the reference verifiers do: float NumericDates
+(RFC 8392 section 2) and dates under CBOR tags 0/1 (RFC 8949 section 3.4.1/3.4.2) or 100/1004
+(RFC 8943) besides the JSON schema's plain text. A genuine DCC is never refused for its spelling.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 
+from cbor2 import CBORTag
+
+from ..numbers import is_finite_number
 from .envelope import EnvelopeError, cbor_loads
 
 CLAIM_ISS, CLAIM_EXP, CLAIM_NBF, CLAIM_IAT, CLAIM_CTI = 1, 4, 5, 6, 7
@@ -26,6 +36,13 @@ SID_BYTES = 16
 _DIGITS6 = re.compile(r"[0-9]{6}")
 _DIGITS12 = re.compile(r"[0-9]{12}")
 _ID_TAIL = re.compile(r"[0-9A-Za-z]{4}")
+#: RFC 3339 section 5.6 date-time and full-date (the text under CBOR tags 0 and 1004).
+_RFC3339_DATETIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+_RFC3339_FULL_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+#: A float time beyond 2**53 s is not an integer any more and no real date: refused.
+_MAX_FLOAT_TIME = 2.0**53
 
 
 class ClaimsError(ValueError):
@@ -56,14 +73,27 @@ class Times:
     nbf: int | None
 
 
-def parse_times(claims: Mapping[Any, Any]) -> Times:
-    iat, exp, nbf = claims.get(CLAIM_IAT), claims.get(CLAIM_EXP), claims.get(CLAIM_NBF)
-    if not isinstance(iat, int) or isinstance(iat, bool):
-        raise ClaimsError("claim 6 (iat) missing or not an integer")
-    if not isinstance(exp, int) or isinstance(exp, bool):
-        raise ClaimsError("claim 4 (exp) missing or not an integer")
-    if nbf is not None and (not isinstance(nbf, int) or isinstance(nbf, bool)):
-        raise ClaimsError("claim 5 (nbf) is not an integer")
+def _numeric_date(value: Any, name: str, allow_float: bool, to_int: Callable[[float], int]) -> int:
+    if _is_int(value):
+        return int(value)
+    if allow_float and isinstance(value, float):
+        if not is_finite_number(value) or abs(value) > _MAX_FLOAT_TIME:
+            raise ClaimsError(f"{name} is not a finite NumericDate")
+        return to_int(value)
+    raise ClaimsError(f"{name} missing or not {'a number' if allow_float else 'an integer'}")
+
+
+def parse_times(claims: Mapping[Any, Any], *, allow_float: bool = False) -> Times:
+    """iat (claim 6) and exp (claim 4) required, nbf (claim 5) optional; ClaimsError otherwise.
+
+    NumericDate (RFC 8392 section 2) is an int or a float. `allow_float` (HC1 only) takes a
+    finite float and rounds it to the safe side: iat and nbf up, exp down, so a fraction never
+    makes a code valid sooner or longer. NaN, infinity and |t| > 2**53 are CLAIMS_INVALID.
+    Without it (ZHC1/AJM1, docs/credentials.md section 2) only integer seconds are accepted."""
+    iat = _numeric_date(claims.get(CLAIM_IAT), "claim 6 (iat)", allow_float, math.ceil)
+    exp = _numeric_date(claims.get(CLAIM_EXP), "claim 4 (exp)", allow_float, math.floor)
+    raw_nbf = claims.get(CLAIM_NBF)
+    nbf = None if raw_nbf is None else _numeric_date(raw_nbf, "claim 5 (nbf)", allow_float, math.ceil)
     return Times(iat, exp, nbf)
 
 
@@ -180,6 +210,35 @@ _DCC_REQUIRED: dict[str, tuple[str, ...]] = {
     "r": ("tg", "fr", "co", "is", "df", "du", "ci"),
 }
 _DCC_INTS = frozenset({"dn", "sd"})
+_DCC_DATES = frozenset({"dt", "sc", "fr", "df", "du"})
+
+
+def _dcc_date(value: Any) -> bool:
+    """A DCC date or date-time as issuers write it: text (the JSON schema's spelling), tag 0
+    (RFC 3339 date-time text with an offset), tag 1 (finite epoch seconds), tag 1004 (RFC 3339
+    full-date text) or tag 100 (integer days since 1970-01-01), RFC 8949 / RFC 8943. A tagged
+    value that is not what its tag says is refused (fail closed)."""
+    if isinstance(value, str):
+        return True
+    if not isinstance(value, CBORTag):
+        return False
+    tag, inner = value.tag, value.value
+    try:
+        if tag == 0 and isinstance(inner, str) and _RFC3339_DATETIME.fullmatch(inner):
+            return datetime.fromisoformat(inner.upper().replace("Z", "+00:00")).tzinfo is not None
+        if tag == 1004 and isinstance(inner, str) and _RFC3339_FULL_DATE.fullmatch(inner):
+            date.fromisoformat(inner)
+            return True
+    except ValueError:  # 2021-02-30, 25:00 ...
+        return False
+    if tag == 1:
+        return is_finite_number(inner) and abs(inner) <= _MAX_FLOAT_TIME
+    return tag == 100 and _is_int(inner)
+
+
+def _dcc_int(value: Any) -> bool:
+    """dn/sd: a JSON-schema integer, which a CBOR encoder may also write as an integral float."""
+    return _is_int(value) or (isinstance(value, float) and value.is_integer())
 
 
 def dcc_entry_type(claims: Mapping[Any, Any]) -> str | None:
@@ -193,7 +252,10 @@ def dcc_entry_type(claims: Mapping[Any, Any]) -> str | None:
 
 
 def parse_dcc(claims: Mapping[Any, Any], times: Times) -> DccClaims:
-    """A minimal eu-dcc-schema check: the parts a gate relies on, not the whole JSON schema."""
+    """A minimal eu-dcc-schema check: the parts a gate relies on, not the whole JSON schema.
+
+    Dates may be text or CBOR-tagged (see `_dcc_date`); `DccClaims.hcert` keeps them as
+    decoded (str or cbor2.CBORTag). `times` must come from `parse_times(allow_float=True)`."""
     if times.exp <= times.iat:
         raise ClaimsError("exp is not after iat")
     iss = claims.get(CLAIM_ISS)
@@ -203,9 +265,10 @@ def parse_dcc(claims: Mapping[Any, Any], times: Times) -> DccClaims:
     h = hc.get(1) if isinstance(hc, Mapping) else None
     if not isinstance(h, Mapping):
         raise ClaimsError("claim -260 must hold the hcert map under key 1")
-    for key in ("ver", "dob"):
-        if not isinstance(h.get(key), str):
-            raise ClaimsError(f"hcert '{key}' missing or not text")
+    if not isinstance(h.get("ver"), str):
+        raise ClaimsError("hcert 'ver' missing or not text")
+    if not _dcc_date(h.get("dob")):
+        raise ClaimsError("hcert 'dob' missing or not a date")
     nam = h.get("nam")
     if not isinstance(nam, Mapping) or not isinstance(nam.get("fnt"), str):
         raise ClaimsError("hcert 'nam.fnt' missing")
@@ -220,7 +283,12 @@ def parse_dcc(claims: Mapping[Any, Any], times: Times) -> DccClaims:
         raise ClaimsError("hcert entry is not a map")
     for field in _DCC_REQUIRED[present[0]]:
         value = entry.get(field)
-        ok = _is_int(value) if field in _DCC_INTS else isinstance(value, str)
+        if field in _DCC_INTS:
+            ok = _dcc_int(value)
+        elif field in _DCC_DATES:
+            ok = _dcc_date(value)
+        else:
+            ok = isinstance(value, str)
         if not ok:
             raise ClaimsError(f"hcert {present[0]}.{field} missing or of the wrong type")
     return DccClaims(present[0], h)

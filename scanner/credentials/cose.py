@@ -30,7 +30,7 @@ MIN_RSA_BITS = 2048
 
 
 def kid_of(cert_der: bytes) -> bytes:
-    """kid = first 8 bytes of SHA-256 over the signer certificate DER (CODES.md, as in the DCC)."""
+    """kid = first 8 bytes of SHA-256 over the signer certificate DER (docs/credentials.md section 1, as in the DCC)."""
     return hashlib.sha256(cert_der).digest()[:8]
 
 

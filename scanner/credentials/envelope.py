@@ -1,4 +1,4 @@
-"""The signed-code envelope: `PREFIX` + Base45( zlib( COSE_Sign1( CWT ) ) ) (CODES.md section 1).
+"""The signed-code envelope: `PREFIX` + Base45( zlib( COSE_Sign1( CWT ) ) ) (docs/credentials.md section 1).
 
 Everything here parses bytes an attacker chose, so every function either returns a plain value or
 raises `EnvelopeError`; callers map that to FORMAT_INVALID. Nothing here trusts what it parsed:
@@ -116,7 +116,7 @@ class Sign1:
     @property
     def kid(self) -> bytes | None:
         """The protected kid wins; the unprotected one is used only when the protected header
-        has none (CODES.md; DCC cases CO19-CO23)."""
+        has none (docs/credentials.md section 1; DCC cases CO19-CO23)."""
         kid = self.protected.get(HDR_KID)
         if kid is None:
             kid = self.unprotected.get(HDR_KID)

@@ -190,7 +190,7 @@ def issue_residence(
 
 
 def pseudonym(secret: bytes, id_type: str, id_number: str) -> bytes:
-    """HMAC-SHA256(secret, ID type + number)[:16] (CODES.md). The number is stripped and
+    """HMAC-SHA256(secret, ID type + number)[:16] (docs/credentials.md section 2). The number is stripped and
     upper-cased first so "...123x" and "...123X" (the ID check digit) give one person."""
     message = (id_type + id_number.strip().upper()).encode("utf-8")
     return hmac.new(secret, message, hashlib.sha256).digest()[:16]

@@ -182,7 +182,7 @@ def sign_trust_list(
     expires_at: int | datetime,
 ) -> bytes:
     """The trust list file: raw CBOR of a tagged COSE_Sign1, protected {1: -7, 4: anchor kid},
-    payload UTF-8 JSON (CODES.md section 3)."""
+    payload UTF-8 JSON (docs/credentials.md section 3)."""
     listed = []
     for cert, types, issuer in signers:
         der = cose.cert_der(cert)

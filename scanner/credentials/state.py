@@ -77,7 +77,7 @@ class TrustSnapshot:
 
     def newest_signed_at(self) -> float | None:
         """The newest `generated_at` (epoch seconds) among the bundles in force: the anchor
-        vouches that "now" is no earlier (CODES.md section 4). None without any."""
+        vouches that "now" is no earlier (docs/credentials.md section 4). None without any."""
         marks = [getattr(self.bundle(n), "generated_at", None) for n in BUNDLE_NAMES]
         times = [float(t) for t in marks if isinstance(t, int | float) and not isinstance(t, bool)]
         return max(times) if times else None
@@ -164,8 +164,9 @@ def online_text(payload: str | bytes, patterns: Sequence[str]) -> str | None:
 
 def online_token_hash(text: str) -> bytes:
     """The recorded token_hash of a provincial code: HMAC-SHA256 of its text under this device's
-    secret, first 16 bytes (scanner/device_secret.py). Keyed, unlike CODES.md section 7's plain
-    SHA-256: the text may be little more than an ID number, which a plain hash gives away."""
+    secret, first 16 bytes (scanner/device_secret.py). Keyed, unlike the signed codes' plain
+    SHA-256 (docs/credentials.md section 7): the text may be little more than an ID number,
+    which a plain hash gives away."""
     return device_secret.online_token_hash(text)
 
 

@@ -21,14 +21,14 @@ from ..errors import TrustDataError
 if TYPE_CHECKING:
     from .bundles import Bundle
 
-#: CODES.md section 2: col 0 green, 1 yellow, 2 red.
+#: docs/credentials.md section 2: col 0 green, 1 yellow, 2 red.
 COLOURS: dict[int, str] = {0: "green", 1: "yellow", 2: "red"}
 HASH_BYTES = 16
 
 
 @runtime_checkable
 class StatusSource(Protocol):
-    """What verification asks the status list. Hashes are 16 bytes (CODES.md section 3)."""
+    """What verification asks the status list. Hashes are 16 bytes (docs/credentials.md section 3)."""
 
     def is_revoked(self, token_hash: bytes) -> bool: ...
 
@@ -75,7 +75,7 @@ class StatusList:
         return self._colour_updates.get(subject_hash)
 
     def __len__(self) -> int:
-        """Entry count, compared with the server's total after applying diffs (CODES.md)."""
+        """Entry count, compared with the server's total after applying diffs (docs/credentials.md section 3)."""
         return len(self._revoked) + len(self._denylisted) + len(self._colour_updates)
 
 
@@ -233,5 +233,5 @@ class StatusIndex:
                 "colour_updates": len(self._subjects)}
 
     def __len__(self) -> int:
-        """Entry count, reconciled with the server's total after each diff (CODES.md section 3)."""
+        """Entry count, reconciled with the server's total after each diff (docs/credentials.md section 3)."""
         return len(self._revoked) + len(self._denylisted) + len(self._subjects)

@@ -1,4 +1,4 @@
-"""The trust list: which signer certificates may issue which credential types (CODES.md section 3).
+"""The trust list: which signer certificates may issue which credential types (docs/credentials.md section 3).
 
 The list is a COSE_Sign1 (ES256) over UTF-8 JSON, signed by the trust anchor whose certificate is
 pinned in the device config. `TrustStore.load` refuses anything the anchor did not sign, so a

@@ -1,4 +1,4 @@
-"""verify(): one scanned text in, one `Verification` out, in the order of CODES.md section 4.
+"""verify(): one scanned text in, one `Verification` out, in the order of docs/credentials.md section 4.
 
 A gate sees screenshots, printouts, payment codes and deliberate garbage, so verify() never
 raises on a payload: every failure is a reason code. It is pure (no I/O, injected clock and
@@ -252,7 +252,7 @@ def _verify(
     # The signature holds: from here on the claims may be read.
     try:
         claims = decode_claims(sign1.payload)
-        times = parse_times(claims)
+        times = parse_times(claims, allow_float=kind == "dcc")  # floats: HC1 only
     except ClaimsError as exc:
         return result(CLAIMS_INVALID, str(exc))
     iss, cti = issuer_and_cti(claims)

@@ -1,4 +1,4 @@
-"""Prometheus text exposition (format 0.0.4) of the outbox and upload state (RECORDS 6.10).
+"""Prometheus text exposition (format 0.0.4) of the outbox and upload state (docs/durability.md section 8).
 
 Alert suggestions: `checkpoint_outbox_oldest_unsent_age_seconds > 3600` while the network is
 up; `checkpoint_outbox_disk_alarm == 1`; `checkpoint_outbox_wal_bytes > 16 MiB`;

@@ -1,4 +1,4 @@
-"""The online path for provincial health codes (CODES.md section 6).
+"""The online path for provincial health codes (docs/credentials.md section 6).
 
 Their byte layout is not public, so the scanner does not parse them: a text matching a
 configured pattern is sent, and only here, to `POST {server}/api/v1/verify` with

@@ -1,7 +1,7 @@
 """Pull client for the central side and for technicians: device API -> a JSON Lines file.
 
 Exactly once in the file, at least once over the network (Kafka's commit-after-processing,
-RECORDS 3.2): each page is appended and fsynced, then the cursor file is replaced atomically
+docs/durability.md section 7): each page is appended and fsynced, then the cursor file is replaced atomically
 (write, fsync, rename, fsync the directory) with the cursor *and the file length it covers*,
 and only then is the cursor acked on the device. After a crash, the next run cuts the file
 back to the length in the cursor file (a page written but not yet covered is fetched again),

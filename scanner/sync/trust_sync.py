@@ -16,7 +16,7 @@ rename + fsync) *before* it is swapped into the `TrustState`, so what the lane u
 survives a reboot. After every diff the entry count must equal the diff's signed `total`; if it
 does not, the diff is dropped and the snapshot fetched again. A failed round backs off with full
 jitter; nothing here can stop the lane, and every verified-HTTPS response's Date header keeps the
-clock's server offset current (CODES.md section 4). The newest signed `generated_at` in force is
+clock's server offset current (docs/credentials.md section 4). The newest signed `generated_at` in force is
 the clock's floor (`TrustSnapshot.newest_signed_at`, bound by TrustState): no source of time is
 trusted earlier than it. What the lane starts with comes from scanner/sync/boot.py (`load_state`, re-exported here).
 """

@@ -8,7 +8,7 @@ permanent unique `record_id` and answers 200 with
 Accepted and duplicate are delivered; rejected goes to the dead-letter table with its reason;
 then the whole batch is marked delivered and the queue moves on.
 
-Discipline (RECORDS 3.1 and 6.8):
+Discipline (docs/durability.md section 7):
 - batches by count, bytes and age: send when `batch_records` wait, or their JSON reaches
   `batch_kib`, or the oldest has waited `max_age_s` (measured on the monotonic clock, never the
   wall clock); both limits are also the caps;
