@@ -10,10 +10,12 @@ The request logic only: routing, the token, the rate limit (a token bucket per c
 the body and header caps are the transport's (scanner/httpserve.py, shared with the staff
 page); `max_clients` requests are handled at once, more are answered 503.
 
-Safety: a bearer token per device read from a file, compared with hmac.compare_digest; the
-API refuses to start without one. Each request opens its own connection (read-only for GET)
-and closes its read transaction before the body is written, so a slow client never starves
-the WAL checkpoint (docs/durability.md section 6). Pulls and acks are logged (audit) without record contents.
+Safety: a bearer token per device read from a file, compared with hmac.compare_digest, as soon
+as the headers are in (a client without it is answered 401 before it may send a body); the
+API refuses to start without one. Query values and cursors are matched whole, ASCII only.
+Each request opens its own connection (read-only for GET) and closes its read transaction
+before the body is written, so a slow client never starves the WAL checkpoint
+(docs/durability.md section 6). Pulls and acks are logged (audit) without record contents.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import hmac
 import json
 import logging
 import math
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -41,6 +44,8 @@ log = logging.getLogger("scanner.api")
 
 MAX_BODY_BYTES = 4096
 MAX_HEADER_BYTES = 8192
+_DIGITS = re.compile(r"[0-9]{1,7}")  # ASCII only
+_CURSOR = re.compile(r"[0-9a-f]{1,32}\.[0-9]{1,18}")  # docs/openapi.yaml, matched whole
 
 
 class TokenBucket:
@@ -98,10 +103,13 @@ class Api:
         self.bucket = TokenBucket(cfg.rate_per_s, cfg.burst)
         self.counts: dict[str, int] = {}
         self.counts_lock = threading.Lock()
-        # outbox id -> the highest seq a GET of this process handed out. An ack is bound to it
-        # (409 past it). Kept in memory: GET stays read-only (no write lock beside the lane's
-        # commit, no SD write per poll); after a restart nothing was handed out, so an ack past
-        # the delivery mark is refused and the client pulls again (duplicates dropped by record_id).
+        # outbox id -> H: every record from the delivery mark up to seq H was handed out by a GET
+        # of this process (a contiguous range: a page whose cursor lies past it, with records in
+        # between, does not extend it). An ack is bound to it (409 past it, so no record is marked
+        # delivered that no page carried). Kept in memory: GET stays read-only (no write lock
+        # beside the lane's commit, no SD write per poll); after a restart nothing was handed out,
+        # so an ack past the delivery mark is refused and the client pulls again (duplicates are
+        # dropped by record_id).
         self.handed_out: dict[str, int] = {}
         self.server: HttpServer | None = None
 
@@ -117,7 +125,7 @@ class Api:
         host = self.cfg.bind
         ctx = tls_context(self.cfg.tls_cert, self.cfg.tls_key, self.cfg.client_ca, "api")
         server = HttpServer("api", self.handle, host, self.cfg.port, ssl_context=ctx, limits=self.limits(),
-                            error_body=_transport_error)
+                            error_body=_transport_error, before_body=self.before_body)
         try:
             addr = server.bind()
         except OSError as e:
@@ -148,47 +156,68 @@ class Api:
         return [s]
 
     # -- requests ------------------------------------------------------------------------
+    def before_body(self, req: Request) -> Response | None:
+        """What needs no body, decided as soon as the headers are in (scanner/httpserve.py), so
+        a client without the token never gets to send one (see _head). None: read the body,
+        then handle()."""
+        try:
+            self._head(req, take=False)
+        except ApiError as e:
+            return self._count(_error(e))
+        return None
+
     def handle(self, req: Request) -> Response:
         client = req.client
         try:
-            allowed = self.ROUTES.get(req.path)
-            if allowed is None:
-                raise ApiError(404, "no such endpoint; see docs/openapi.yaml")
-            if req.query and req.path != "/api/v1/records":
-                raise ApiError(400, "this endpoint takes no query parameters")
+            self._head(req, take=True)
             if req.path == "/healthz":
-                if req.method not in allowed:
-                    raise ApiError(405, "use GET", {"Allow": "GET"})
                 resp = self._healthz()
+            elif req.path == "/metrics":
+                resp = Response(200, self._metrics().encode(), "text/plain; version=0.0.4; charset=utf-8")
+            elif req.path == "/api/v1/records":
+                resp = Response(200, self._records(req.query, client))
             else:
-                wait = self.bucket.take(client)
-                if wait > 0:
-                    raise ApiError(429, "too many requests", {"Retry-After": str(max(1, math.ceil(wait)))})
-                self._authorize(req)
-                if req.method not in allowed:
-                    raise ApiError(405, f"use {allowed[0]}", {"Allow": ", ".join(allowed)})
-                if req.path == "/metrics":
-                    resp = Response(200, self._metrics().encode(), "text/plain; version=0.0.4; charset=utf-8")
-                elif req.path == "/api/v1/records":
-                    resp = Response(200, self._records(req.query, client))
-                else:
-                    resp = Response(200, self._ack(req, client))
+                resp = Response(200, self._ack(req, client))
         except ApiError as e:
-            resp = Response(e.status, json.dumps({"error": e.message, **e.fields}).encode(), headers=dict(e.headers))
-            if e.status == 401:
-                resp.headers["WWW-Authenticate"] = 'Bearer realm="checkpoint-scanner"'
+            resp = _error(e)
         except Exception as e:
             log.error("event=api_error path=%s error=%s", req.path, f"{type(e).__name__}: {e}")
             resp = Response(500, json.dumps({"error": "internal error; see the device log"}).encode())
+        return self._count(resp)
+
+    def _head(self, req: Request, take: bool) -> None:
+        """ApiError for a request to refuse on its head: 404 unknown endpoint, 400 a query where
+        none is taken, 429 over the client's rate limit (a request with the right token is
+        charged once, when `take`; one without it at once), 401 no or a wrong token, 405 a
+        method the endpoint does not take (/healthz: before the token, which it needs not)."""
+        allowed = self.ROUTES.get(req.path)
+        if allowed is None:
+            raise ApiError(404, "no such endpoint; see docs/openapi.yaml")
+        if req.query and req.path != "/api/v1/records":
+            raise ApiError(400, "this endpoint takes no query parameters")
+        if req.path == "/healthz":
+            if req.method not in allowed:
+                raise ApiError(405, "use GET", {"Allow": "GET"})
+            return
+        ok = self._token_ok(req)
+        if take or not ok:
+            wait = self.bucket.take(req.client)
+            if wait > 0:
+                raise ApiError(429, "too many requests", {"Retry-After": str(max(1, math.ceil(wait)))})
+        if not ok:
+            raise ApiError(401, "missing or wrong bearer token")
+        if req.method not in allowed:
+            raise ApiError(405, f"use {allowed[0]}", {"Allow": ", ".join(allowed)})
+
+    def _count(self, resp: Response) -> Response:
         with self.counts_lock:
             self.counts[str(resp.status)] = self.counts.get(str(resp.status), 0) + 1
         return resp
 
-    def _authorize(self, req: Request) -> None:
-        got = req.headers.get("Authorization", "")
-        scheme, _, token = got.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.token):
-            raise ApiError(401, "missing or wrong bearer token")
+    def _token_ok(self, req: Request) -> bool:
+        """Authorization: Bearer <the device's token> (RFC 6750 2.1), compared in constant time."""
+        scheme, _, token = req.headers.get("Authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.token)
 
     def _healthz(self) -> Response:
         """503 with the reasons while the outbox cannot record passages (outbox.healthz)."""
@@ -202,22 +231,24 @@ class Api:
             raise ApiError(400, f"only after= and limit=, once each (got {', '.join(unknown) or 'a repeat'})")
         after = (params.get("after") or [""])[0]
         raw_limit = (params.get("limit") or [str(self.cfg.max_limit)])[0]
-        try:
-            limit = int(raw_limit)
-        except ValueError:
-            raise ApiError(400, "limit must be a whole number from 1 (capped at the device's max_limit)") from None
+        if not _DIGITS.fullmatch(raw_limit):  # int() would take " 5", "1_0" and non-ASCII digits
+            raise ApiError(400, "limit must be a whole number from 1 (capped at the device's max_limit)")
+        limit = int(raw_limit)
         if not 1 <= limit <= 1_000_000:
             raise ApiError(400, "limit must be from 1 to 1000000 (the device caps it at its max_limit)")
         limit = min(limit, self.cfg.max_limit)
 
-        def page(conn: Any) -> tuple[str, int, bool, list[dict[str, Any]], bool]:
+        def page(conn: Any) -> tuple[str, int, bool, outbox.Page]:
             oid, seq, reset = _cursor(conn, after)
-            return (oid, seq, reset, *outbox.rows_after(conn, seq, limit))
+            with self.counts_lock:
+                handed = self.handed_out.get(oid, 0)
+            return oid, seq, reset, outbox.page_after(conn, seq, limit, handed)
 
         # the connection (and its read transaction) is closed before a byte is sent
-        oid, seq, reset, rows, more = outbox.read(self.store_path, page)
+        oid, seq, reset, pg = outbox.read(self.store_path, page)
+        rows, more = pg.rows, pg.has_more
         next_seq = rows[-1]["seq"] if rows else seq
-        if rows:
+        if rows and pg.joins:  # a page past a gap leaves the range as it was: its ack is a 409
             with self.counts_lock:
                 self.handed_out[oid] = max(self.handed_out.get(oid, 0), next_seq)
         log.info("event=api_pull client=%s after=%d count=%d has_more=%s reset=%s", client, seq, len(rows),
@@ -246,8 +277,9 @@ class Api:
             if seq > given:
                 last = outbox.encode_cursor(oid, max(given, mark))
                 log.warning("event=api_ack_refused client=%s upto=%d handed_out=%d", client, seq, given)
-                raise ApiError(409, f"cursor is past the last record this device handed out (last cursor {last}); "
-                               "fix: ack the next_cursor of a page you received", fields={"last_cursor": last})
+                raise ApiError(409, f"cursor is past the last record this device handed out without a gap (last "
+                               f"cursor {last}); fix: pull on from {last} and ack the next_cursor of the pages you "
+                               "received", fields={"last_cursor": last})
             return oid, seq, reset, outbox.mark_delivered(conn, seq, "pull")
 
         oid, seq, reset, mark = outbox.read(self.store_path, deliver, readonly=False)
@@ -266,8 +298,18 @@ def _transport_error(status: int, message: str) -> bytes:
     return json.dumps({"error": message, "status": HTTPStatus(status).phrase.lower()}).encode()
 
 
+def _error(e: ApiError) -> Response:
+    resp = Response(e.status, json.dumps({"error": e.message, **e.fields}).encode(), headers=dict(e.headers))
+    if e.status == 401:
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="checkpoint-scanner"'
+    return resp
+
+
 def _cursor(conn: Any, text: str) -> tuple[str, int, bool]:
-    """(outbox id, seq, reset) for a cursor from a client; a malformed one is a 400."""
+    """(outbox id, seq, reset) for a cursor from a client ("" = the start); anything but
+    "<hex outbox id>.<seq>", whole, is a 400."""
+    if text and not _CURSOR.fullmatch(text):
+        raise ApiError(400, "cursor must be the next_cursor value of a previous response")
     oid = outbox.outbox_id(conn)
     try:
         seq, reset = outbox.decode_cursor(text, oid)

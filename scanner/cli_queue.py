@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import sqlite3
+import stat
 import sys
 import time
 from datetime import UTC, datetime
@@ -154,6 +155,11 @@ def cmd_export(args: argparse.Namespace) -> int:
                            "(it is fsynced before anything is marked)")
     if args.out and os.path.isdir(args.out):
         raise _write_error(OSError(errno.EISDIR, "Is a directory"), args.out, 0)
+    if args.out and os.path.lexists(args.out) and not stat.S_ISREG(os.lstat(args.out).st_mode):
+        # the export renames a temporary file into place: over a device node or a link that
+        # would put the records somewhere else (RAM for /dev/*) and then mark them delivered
+        raise ScannerError(f"{args.out} is not a plain file (a device, a link or a pipe); fix: mount the USB "
+                           "stick and give a file path on it, e.g. /media/usb/records.jsonl / 请挂载U盘并给出文件路径")
     if args.out and os.path.exists(args.out) and not args.force:
         raise ScannerError(f"{args.out} already exists; fix: choose another file name, or add --force to replace it")
     path, _ = _db(args)

@@ -259,8 +259,8 @@ class StaffSection:
     tls_cert: str = key("", "PEM certificate for HTTPS; \"\" = plain HTTP (the PIN and the session cookie "
                         "cross the LAN in clear)", path=True)
     tls_key: str = key("", "PEM private key for tls_cert", path=True)
-    max_connections: int = key(64, "open connections at once; at the cap the least recently active idle one is "
-                               "closed, 503 when none is idle", min=8, max=1024)
+    max_connections: int = key(64, "open connections at once; at the cap one is closed from the client address "
+                               "holding the most (older and idle ones first), else 503", min=8, max=1024)
     request_timeout_s: float = key(5.0, "whole-request deadline: TLS handshake, headers and body must arrive "
                                    "within it, else 408 and close (seconds)", min=1, max=60)
 

@@ -13,13 +13,21 @@ What this thin layer adds (tests/test_httpserve.py):
 
 * One deadline for the whole request, from accept (or from the previous response on a kept-alive
   connection): TLS handshake, request line, headers and body. Past it: 408 and close (RFC 9110
-  15.5.9); a kept-alive connection that sent nothing is closed quietly.
+  15.5.9); a kept-alive connection that sent nothing is closed quietly. A body has a shorter
+  one: body_grace_s + its length / min_body_rate from the end of the headers (1 s + 1 s per
+  2 KiB by default), so a body dripped a byte at a time holds a connection for seconds.
 * A cap on open connections, per server and per client address, enforced in the accept callback
-  without blocking: at the cap the least recently active connection with no request in progress
-  is closed; if every one is mid-request, the newcomer gets 503 + Retry-After. The caps together
-  stay below half of RLIMIT_NOFILE, so the lane (camera, SQLite, I2C) keeps descriptors.
+  without blocking: at the cap one connection that is not being served (idle, or still
+  receiving its body) is closed, chosen by fair share: from the address holding the most, older
+  than young_s first (scanner/httpadmit.py). If every one is being served, the newcomer gets
+  503 + Retry-After. The caps together stay below half of RLIMIT_NOFILE, so the lane (camera,
+  SQLite, I2C) keeps descriptors.
 * Early answers before a body is read: 400 for a Content-Length that is not a whole number
-  (RFC 9112 6.3), 411 for chunked bodies, 413 over the body cap, 431 over the header cap.
+  (RFC 9112 6.3) or a body on GET/HEAD, 411 for chunked bodies, 413 over the body cap, 414 for
+  a request line over the header cap, 431 for headers over it (also when the head never ends:
+  httpconn.guard_head), and whatever `before_body(request)` answers: the request logic's checks
+  that need no body (token, session, CSRF, Origin), so a refused client never gets to send one.
+* Request targets in origin-form and absolute-form (RFC 9112 3.2.2: routed by their path).
 * Handlers that may block (SQLite on an SD card) run in a small thread pool; at most `max_busy`
   at once (more: 503), and one that takes longer than `handler_timeout_s` is answered 503.
 * One log line per refused request, at most 20 per 10 s per server; past that, one summary line.
@@ -31,25 +39,22 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import socket
 import ssl
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from http import HTTPStatus
 from typing import Any
 
+from scanner import httpmsg
 from scanner.errors import ScannerError
+from scanner.httpadmit import ConnTable
 from scanner.httpconn import Conn, Exchange, TornadoServer, install_log_filter
-from scanner.httpmsg import Limits, Request, Response, claim_fds, json_body, release_fds, tls_context, unread_bytes
+from scanner.httpmsg import Limits, Request, Response, json_body, tls_context
 
 __all__ = ["HttpServer", "Limits", "Request", "Response", "json_body", "tls_context"]
 
 log = logging.getLogger("scanner.http")
-
-_CONTENT_LENGTH = re.compile(r"[0-9]{1,12}")
 
 
 def _default_error(status: int, message: str) -> bytes:
@@ -59,24 +64,29 @@ def _default_error(status: int, message: str) -> bytes:
 class HttpServer:
     """One listening server. `app(request) -> Response` is the request logic; it runs in the
     handler pool unless `inline(request)` says it never blocks (then on the loop thread).
-    `error_body(status, message)` shapes the transport's own answers (408, 413, 503...)."""
+    `before_body(request)` runs on the loop thread once the headers are in (the request's body
+    is b"" then): a Response refuses the request and closes the connection without reading
+    the body, None lets it go on. `error_body(status, message)` shapes the transport's own
+    answers (408, 413, 503...)."""
 
     def __init__(self, name: str, app: Callable[[Request], Response], host: str, port: int, *,
                  ssl_context: ssl.SSLContext | None = None, limits: Limits | None = None,
                  inline: Callable[[Request], bool] = lambda _r: False,
                  error_body: Callable[[int, str], bytes] = _default_error,
-                 base_headers: Mapping[str, str] | None = None) -> None:
+                 base_headers: Mapping[str, str] | None = None,
+                 before_body: Callable[[Request], Response | None] = lambda _r: None) -> None:
         self.name, self.app, self.host, self.port = name, app, host, port
+        self.before_body = before_body
         self.ssl_context, self.inline, self.error_body = ssl_context, inline, error_body
         self.limits = limits = limits or Limits()
         self.base_headers = dict(base_headers or {})
         self.scheme = "https" if ssl_context else "http"
         self.max_connections = limits.max_connections
-        self.conns: OrderedDict[Conn, None] = OrderedDict()  # least recently active first
-        self.by_client: dict[str, OrderedDict[Conn, None]] = {}
+        self.table = ConnTable(limits.young_s)
+        self.conns = self.table.conns  # least recently active first
         self.busy = 0
         self.stats: dict[str, int] = dict.fromkeys(
-            ("accepted", "evicted", "refused", "timeouts", "idle_closed", "bad_requests", "busy_503",
+            ("accepted", "evicted", "refused", "timeouts", "idle_closed", "bad_requests", "early", "busy_503",
              "handler_timeouts", "write_timeouts", "responses", "peak_open"), 0)
         self.pool = ThreadPoolExecutor(max_workers=limits.workers, thread_name_prefix=f"http-{name}")
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -86,9 +96,7 @@ class HttpServer:
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self._fds = 0
-        self._log_lines = 0
-        self._suppressed = 0
-        self._last_shed: tuple[int, ...] = (0, 0, 0, 0)
+        self.shed_log = httpmsg.ShedLog(log)
         install_log_filter()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -98,7 +106,7 @@ class HttpServer:
 
         if not self._sockets:
             self._sockets = bind_sockets(self.port, self.host or None, backlog=128)
-            self._fds = claim_fds(self.name, self.limits.max_connections)
+            self._fds = httpmsg.claim_fds(self.name, self.limits.max_connections)
             self.max_connections = self._fds
         addr = self._sockets[0].getsockname()
         self.port = int(addr[1])
@@ -125,7 +133,7 @@ class HttpServer:
             s.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
         if self._fds:
-            release_fds(self._fds)
+            httpmsg.release_fds(self._fds)
             self._fds = 0
 
     @property
@@ -169,22 +177,29 @@ class HttpServer:
 
     # -- connections (loop thread only) ----------------------------------------------------
     def admit(self, conn: Conn) -> bool:
-        """Make room for a new connection or refuse it with 503; never blocks."""
+        """Make room for a new connection or refuse it with 503; never blocks. The victim, if
+        one must go, is chosen by fair share (scanner/httpadmit.py)."""
         self.stats["accepted"] += 1
-        mine = self.by_client.setdefault(conn.client, OrderedDict())
-        if len(mine) >= self.limits.max_per_client and not self._evict(mine):
+        t, now = self.table, conn.opened
+        if t.count(conn.client) >= self.limits.max_per_client and not self._evict(
+                t.victim(conn.client, now, self._state, own=True)):
             return self._refuse(conn, "client")
-        if len(self.conns) >= self.max_connections and not self._evict(self.conns):
+        if len(t) >= self.max_connections and not self._evict(t.victim(conn.client, now, self._state)):
             return self._refuse(conn, "server")
-        self.conns[conn] = None
-        mine[conn] = None
-        self.stats["peak_open"] = max(self.stats["peak_open"], len(self.conns))
+        t.add(conn)
+        self.stats["peak_open"] = max(self.stats["peak_open"], len(t))
         return True
 
-    def _evict(self, pool: OrderedDict[Conn, None]) -> bool:
-        """Close the least recently active connection that has no request in progress and no
-        bytes waiting in its socket (a client whose request just arrived is never the victim)."""
-        victim = next((c for c in pool if c.stream.closed() or not (c.busy or unread_bytes(c.stream))), None)
+    @staticmethod
+    def _state(c: Conn) -> str:
+        """For eviction (scanner/httpadmit.py): "busy" a request on it is being handled or
+        answered; "arriving" bytes of a new request wait unread in its socket (FIONREAD); else
+        "quiet": closed, idle, or still receiving its body (nothing lost but a slow upload)."""
+        if c.stream.closed() or c.receiving:
+            return "quiet"
+        return "busy" if c.busy else "arriving" if httpmsg.unread_bytes(c.stream) else "quiet"
+
+    def _evict(self, victim: Conn | None) -> bool:
         if victim is None:
             return False
         self.forget(victim)
@@ -194,26 +209,18 @@ class HttpServer:
         return True
 
     def _refuse(self, conn: Conn, cap: str) -> bool:
-        if not self.by_client.get(conn.client):
-            self.by_client.pop(conn.client, None)
         self.stats["refused"] += 1
         self.note("event=http_refused server=%s client=%s status=503 cap=%s", self.name, conn.client, cap)
-        self.close_with(conn.stream, self.raw_response(503, "too many connections; try again", "Retry-After: 1\r\n"),
-                        drain=True)
+        self.close_with(conn.stream, self.raw(self.error_response(503, "too many connections; try again",
+                                                                  {"Retry-After": "1"})), drain=True)
         return False
 
     def forget(self, conn: Conn) -> None:
-        self.conns.pop(conn, None)
-        mine = self.by_client.get(conn.client)
-        if mine is not None:
-            mine.pop(conn, None)
-            if not mine:
-                del self.by_client[conn.client]
+        self.table.forget(conn)
 
     def touch(self, conn: Conn) -> None:
-        if conn in self.conns:
-            self.conns.move_to_end(conn)
-            self.by_client[conn.client].move_to_end(conn)
+        assert self.loop is not None
+        self.table.touch(conn, self.loop.time())
 
     def close_with(self, stream: Any, data: bytes, drain: bool = False) -> None:
         """Write `data` and close; closed after 1 s whatever the client does. `drain`: read and
@@ -243,26 +250,19 @@ class HttpServer:
         assert self.loop is not None
         self.loop.call_later(1.0, stream.close)
 
-    def raw_response(self, status: int, message: str, extra: str = "") -> bytes:
-        body = self.error_body(status, message)
-        return (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n{extra}Connection: close\r\n\r\n"
-                ).encode() + body
+    def raw(self, resp: Response) -> bytes:
+        return httpmsg.serialize(resp, self.base_headers)
 
-    def check_headers(self, method: str, path: str, headers: Any) -> tuple[int, str] | None:
-        """(status, message) for a request to refuse before its body is read, else None."""
-        size = len(method) + len(path) + 12 + sum(len(k) + len(v) + 4 for k, v in headers.get_all())
-        if size > self.limits.max_header_bytes:
-            return 431, f"request line and headers larger than {self.limits.max_header_bytes} bytes"
-        if "Transfer-Encoding" in headers:
-            return 411, "send the body with Content-Length (no chunked encoding)"
-        length = headers.get("Content-Length")
-        if length is not None:
-            if not _CONTENT_LENGTH.fullmatch(length):
-                return 400, "Content-Length must be one whole number of bytes"
-            if int(length) > self.limits.max_body_bytes:
-                return 413, f"body larger than {self.limits.max_body_bytes} bytes"
-        return None
+    def check_headers(self, method: str, target: str, headers: Any) -> tuple[int, str] | None:
+        return httpmsg.check_head(self.limits, method, target, headers)
+
+    def head_too_large(self, conn: Conn, buffered: bytes | None) -> bytes:
+        """The answer to a head that did not end within twice max_header_bytes (guard_head)."""
+        status, message = httpmsg.oversized_head(self.limits, buffered)
+        self.stats["bad_requests"] += 1
+        self.note("event=http_bad_request server=%s client=%s status=%d error=%s", self.name, conn.client, status,
+                  message)
+        return self.raw(self.error_response(status, message))
 
     # -- requests --------------------------------------------------------------------------
     def call(self, req: Request) -> Response:
@@ -274,9 +274,21 @@ class HttpServer:
             log.debug("event=http_handler_traceback server=%s", self.name, exc_info=True)
             return self.error_response(500, "internal error; see the device log")
 
-    def request(self, method: str, uri: str, headers: Any, body: bytes, client: str) -> Request:
-        path, _, query = uri.partition("?")
-        return Request(method, path, query, headers, body, client, self.scheme)
+    def early(self, req: Request) -> Response | None:
+        """before_body(req), counted; an exception in it is a 500 and one log line."""
+        try:
+            resp = self.before_body(req)
+        except Exception as e:
+            log.error("event=http_handler_error server=%s path=%s error=%s", self.name, req.path,
+                      f"{type(e).__name__}: {e}")
+            resp = self.error_response(500, "internal error; see the device log")
+        if resp is not None:
+            self.stats["early"] += 1
+        return resp
+
+    def request(self, method: str, target: str, headers: Any, body: bytes, client: str) -> Request:
+        path, query, authority = httpmsg.parse_target(target)
+        return Request(method, path, query, headers, body, client, self.scheme, authority)
 
     def error_response(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
         return Response(status, self.error_body(status, message), "application/json", dict(headers or {}))
@@ -308,19 +320,7 @@ class HttpServer:
 
     # -- logging ---------------------------------------------------------------------------
     def note(self, fmt: str, *args: Any) -> None:
-        """One info line per refused request, at most 20 per 10 s; the rest are counted."""
-        if self._log_lines < 20:
-            self._log_lines += 1
-            log.info(fmt, *args)
-        else:
-            self._suppressed += 1
+        self.shed_log.note(fmt, *args)
 
     def _flush_log(self) -> None:
-        """Every 10 s while connections are being shed: one line with the totals."""
-        shed = (self.stats["evicted"], self.stats["refused"], self.stats["timeouts"], self.stats["bad_requests"])
-        if shed != self._last_shed or self._suppressed:
-            log.info("event=http_shed server=%s open=%d evicted=%d refused=%d timeouts=%d bad_requests=%d "
-                     "lines_suppressed=%d", self.name, len(self.conns), *shed, self._suppressed)
-        self._last_shed = shed
-        self._log_lines = self._suppressed = 0
-
+        self.shed_log.flush(self.name, len(self.conns), self.stats)

@@ -29,6 +29,12 @@ class NotFiniteJSONError(json.JSONDecodeError):
     every caller that already refuses malformed JSON refuses this too."""
 
 
+class TooDeepJSONError(json.JSONDecodeError):
+    """JSON text nested deeper than the parser's recursion limit (`[` x 100000): Python's json
+    module raises RecursionError for it, which no caller expects from a parser. A
+    JSONDecodeError (so a ValueError), like every other malformed text."""
+
+
 def is_finite_number(x: Any) -> bool:
     """True for an int or float (not bool) that is neither NaN nor ±infinity."""
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
@@ -77,5 +83,9 @@ def _finite_float(text: str) -> float:
 
 def loads_json(data: str | bytes | bytearray) -> Any:
     """json.loads that refuses NaN, Infinity, -Infinity and overflowing numbers (1e999) with
-    NotFiniteJSONError (a json.JSONDecodeError, so a ValueError too). Integers stay ints."""
-    return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float)
+    NotFiniteJSONError, and nesting deeper than the recursion limit with TooDeepJSONError (both
+    json.JSONDecodeError, so ValueError too). Integers stay ints."""
+    try:
+        return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise TooDeepJSONError("JSON nested deeper than the parser allows", "", 0) from None

@@ -89,7 +89,7 @@ def decode_cursor(cursor: str | None, oid: str) -> tuple[int, bool]:
     after corruption) restarts at 0 with reset=True."""
     if not cursor:
         return 0, False
-    m = _CURSOR_RE.match(cursor)
+    m = _CURSOR_RE.fullmatch(cursor)
     if not m:
         raise CursorError("cursor must be the next_cursor value of a previous response")
     if m.group(1) != oid:
@@ -118,6 +118,33 @@ def rows_after(conn: sqlite3.Connection, after_seq: int, limit: int) -> tuple[li
     finally:
         conn.execute("COMMIT")
     return rows[:limit], len(rows) > limit
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of the pull API. `rows`: records with seq > the cursor's, in seq order;
+    `joins`: the page continues the range handed out so far, i.e. no record lies between
+    max(handed-out top, delivery mark) and the cursor (the cursor is at or below that, or
+    nothing exists in between)."""
+
+    rows: list[dict[str, Any]]
+    has_more: bool
+    joins: bool
+
+
+def page_after(conn: sqlite3.Connection, after_seq: int, limit: int, handed_upto: int) -> Page:
+    """Rows after `after_seq` (up to `limit`) and whether they extend a contiguous range of
+    records handed out from the delivery mark up to `handed_upto`, all in one read transaction,
+    so a record committed meanwhile cannot slip into a gap unseen. Primary-key searches only."""
+    conn.execute("BEGIN")
+    try:
+        base = max(handed_upto, delivered_upto(conn))
+        joins = after_seq <= base or conn.execute(
+            "SELECT 1 FROM passages WHERE seq > ? AND seq <= ? LIMIT 1", (base, after_seq)).fetchone() is None
+        rows = select_rows(conn, after_seq, limit + 1)
+    finally:
+        conn.execute("COMMIT")
+    return Page(rows[:limit], len(rows) > limit, joins)
 
 
 @dataclass(frozen=True)
@@ -301,6 +328,8 @@ def status(conn: sqlite3.Connection, path: str | Path, max_bytes: int = 0) -> di
         "disk_alarm": disk_ratio >= ALARM_RATIO or (fs_free is not None and fs_free < FREE_FLOOR_BYTES),
         "recovered_from": meta.get("recovered_from"),
         "recovered_at": float(meta["recovered_at"]) if meta.get("recovered_at") else None,
+        "lost_records": int(meta.get("lost_records") or 0),
+        "lost_at": float(meta["lost_at"]) if meta.get("lost_at") else None, "lost_detail": meta.get("lost_detail"),
         **health_of(path).snapshot(),
     }
 
@@ -321,11 +350,13 @@ def healthz(db_path: str | Path, now: float | None = None) -> tuple[int, dict[st
     with the fix) while the outbox cannot record passages (scanner/outbox_health.py: a failing
     commit, an unrepaired fault, a read-only or nearly full file system) or cannot be read; else
     200 with `status` "ok", or "degraded" plus `alarms` for 7 days after a damaged outbox was
-    moved aside (its records wait in the moved copy for `queue export --db`)."""
+    moved aside (its records wait in the moved copy for `queue export --db`), or after recorded
+    passages were found missing at start (scanner/store_hwm.py: the count and seq range)."""
     now = time.time() if now is None else now
 
     def look(conn: sqlite3.Connection) -> dict[str, str]:
-        return dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('recovered_from', 'recovered_at')"))
+        return dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('recovered_from', 'recovered_at', "
+                                 "'lost_at', 'lost_detail')"))
 
     reasons = problems(db_path)
     meta: dict[str, str] = {}
@@ -335,10 +366,17 @@ def healthz(db_path: str | Path, now: float | None = None) -> tuple[int, dict[st
         reasons.append(f"the outbox {db_path} cannot be read ({e}); fix: check [store] path and the SD card")
     if reasons:
         return 503, {"status": "fault", "reasons": reasons}
+    alarms = []
     at = float(meta.get("recovered_at") or 0)
     if at and now - at < RECOVERY_ALARM_S:
-        return 200, {"status": "degraded", "alarms": [
-            f"a damaged outbox was moved aside to {meta.get('recovered_from')} at "
-            f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(at))}; fix: export its records with "
-            "`checkpoint-scanner queue export --db <moved file>`"]}
+        alarms.append(f"a damaged outbox was moved aside to {meta.get('recovered_from')} at "
+                      f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(at))}; fix: export its records with "
+                      "`checkpoint-scanner queue export --db <moved file>`")
+    lost_at = float(meta.get("lost_at") or 0)
+    if lost_at and now - lost_at < RECOVERY_ALARM_S:
+        alarms.append(f"{meta.get('lost_detail')} (found {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(lost_at))}); "
+                      "fix: find what deletes files in the outbox's directory, and compare with what the central "
+                      "server holds")
+    if alarms:
+        return 200, {"status": "degraded", "alarms": alarms}
     return 200, {"status": "ok"}

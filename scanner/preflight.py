@@ -5,7 +5,7 @@ and `run` (issue 10: check-config said OK to configs that run then refused, in a
 `line N: section.key: what is wrong (got X); fix: ...`; `require_ready(cfg)` raises ConfigError
 with the problems. Checked: the anchor certificate and the trust list (as trust_sync.load_state
 reads them), the outbox and sync state directories, the [sync] CA bundle, the upload and API
-tokens, the API's TLS files, the staff PIN, the replay frames. Not checked: the devices
+tokens, the API's TLS files, the staff PIN, the replay frames, the device secret. Not checked: the devices
 themselves (camera, I2C bus, GPIO, screen) and ports: those are opened by `run` and `selftest`.
 Nothing is created or written here.
 """
@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scanner import device_secret
 from scanner.config import Config
 from scanner.errors import ConfigError
 from scanner.screening import UNCALIBRATED
@@ -129,6 +130,9 @@ def preflight(cfg: Config) -> Findings:
     if bad:
         problem("store.path", f"store.path: the outbox directory cannot be written ({bad}); fix: create "
                 f"{store_dir} and give the service user write access, or set path under [store]")
+    elif not cfg.store.path.startswith("$") and (found := device_secret.check(device_secret.path_for_store(
+            cfg.store.path))) is not None:  # the payload-hash key beside the outbox (scanner/device_secret.py)
+        (problem if found[0] else warn)("store.path", f"store.path: {found[1]}")
     sy = cfg.sync
     if sy.enabled and path_set("sync.state_dir", sy.state_dir):
         bad = _creatable_dir(Path(sy.state_dir))

@@ -13,13 +13,15 @@ them; every override is recorded with the staff id. Chinese and English.
 Protected by a staff PIN with a per-address and a global limit (scanner/staff_auth.py). Every
 POST must be JSON (else 415) and, when the browser sends Origin, come from this page's own
 origin (else 403); an override also needs the session's CSRF token in X-CSRF-Token (OWASP CSRF
-Prevention Cheat Sheet). The transport, TLS and its limits are scanner/httpserve.py; with TLS
-the cookie is Secure. Nothing here touches the disk on a request but the override itself.
+Prevention Cheat Sheet). All of these are checked on the headers alone, before a body is read
+(before_body). The transport, TLS and its limits are scanner/httpserve.py; with TLS the cookie
+is Secure. Nothing here touches the disk on a request but the override itself.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import re
 import ssl
@@ -29,8 +31,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from scanner.decode import HINT_TEXT
 from scanner.errors import ConfigError
 from scanner.httpserve import HttpServer, Limits, Request, Response, json_body
+from scanner.reasons import REASONS
 from scanner.staff_auth import LOCKOUT_AFTER, SESSION_S, PinGuard, Sessions
 
 __all__ = ["LOCKOUT_AFTER", "Refreshed", "StaffServer", "load_pin", "valid_staff_id"]
@@ -76,6 +80,11 @@ def _answer(status: int, message: str, headers: dict[str, str] | None = None) ->
     return Response.json(status, {"ok": False, "message": message}, headers)
 
 
+def _locked_out(wait: float) -> Response:
+    secs = max(1, round(wait))
+    return _answer(429, f"too many wrong PINs: wait {secs} s / 请{secs}秒后再试", {"Retry-After": str(secs)})
+
+
 def _error_body(_status: int, message: str) -> bytes:
     return _answer(_status, message).body
 
@@ -94,11 +103,13 @@ class StaffServer:
         self.sessions = Sessions(monotonic)
         self.extra_health = extra_health
         self.tls = ssl_context is not None
-        self.page = PAGE.read_text(encoding="utf-8")  # read once: a request never waits for the SD card
+        # read once: a request never waits for the SD card; the reason and picture-hint texts go in with it
+        texts = json.dumps({"reasons": REASONS, "hints": HINT_TEXT}).replace("<", "\\u003c")
+        self.page = PAGE.read_text(encoding="utf-8").replace("{{TEXTS}}", texts)
         lim = limits or Limits(max_connections=64, max_per_client=16, max_busy=4, workers=2, max_body_bytes=MAX_BODY)
         self.http = HttpServer("staff", self.handle, bind, port, ssl_context=ssl_context, limits=lim,
                                inline=lambda r: r.path != "/api/override", error_body=_error_body,
-                               base_headers=SECURITY_HEADERS)
+                               base_headers=SECURITY_HEADERS, before_body=self.before_body)
         self.http.bind()
 
     @property
@@ -129,6 +140,23 @@ class StaffServer:
             if not csrf:
                 return _answer(401, PIN_REQUIRED)
             return Response.json(200, {**self.state(), "csrf": csrf})
+        refused = self.before_body(req)
+        if refused is not None:
+            return refused
+        if req.path == "/api/login":
+            return self._login(req)
+        if req.path == "/api/logout":
+            self.sessions.end(token)
+            return Response.json(200, {"ok": True}, {"Set-Cookie": self._cookie("", 0)})
+        return self._override(req)
+
+    def before_body(self, req: Request) -> Response | None:
+        """Everything decided without the body, as soon as the headers are in (the transport
+        calls this first, scanner/httpserve.py), so a refused client never gets to send one:
+        404/405, Origin and JSON (_cross_site), a locked-out address on /api/login (429), no
+        session (401) or a wrong CSRF token (403) for the rest. None: the request may go on."""
+        if req.method == "GET" and req.path in ("/", "/api/state"):
+            return None
         if req.path not in ("/api/login", "/api/logout", "/api/override"):
             return _answer(404, "not found")
         if req.method != "POST":
@@ -137,16 +165,15 @@ class StaffServer:
         if refused is not None:
             return refused
         if req.path == "/api/login":
-            return self._login(req)
+            wait = self.guard.wait_s(req.client)
+            return _locked_out(wait) if wait else None
+        csrf = self.sessions.csrf(_cookie(req, "cs_session"))
         if not csrf:
             return _answer(401, PIN_REQUIRED)
         if not hmac.compare_digest(req.headers.get("X-CSRF-Token", "").encode(), csrf.encode()):
             log.warning("event=staff_csrf_refused client=%s reason=token", req.client)
             return _answer(403, "reload the page / 请刷新页面")
-        if req.path == "/api/logout":
-            self.sessions.end(token)
-            return Response.json(200, {"ok": True}, {"Set-Cookie": self._cookie("", 0)})
-        return self._override(req)
+        return None
 
     def _cross_site(self, req: Request) -> Response | None:
         """403 for a POST another origin made, 415 for one that is not JSON (a form or a
@@ -175,8 +202,7 @@ class StaffServer:
             if ok is False:
                 return _answer(401, "wrong PIN / PIN错误")
             wait = self.guard.wait_s(req.client)
-        secs = max(1, round(wait))
-        return _answer(429, f"too many wrong PINs: wait {secs} s / 请{secs}秒后再试", {"Retry-After": str(secs)})
+        return _locked_out(wait)
 
     def _override(self, req: Request) -> Response:
         try:

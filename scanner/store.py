@@ -29,7 +29,9 @@ StoreError (the lane shows FAULT, no verdict) and the outbox is reopened safely:
 is checkpointed through the open connection (which still reads it) into the database file; a
 lost database is copied from the open connection (SQLite backup API) to a new file at the
 path. Until that has worked every `record()` fails. A passage whose commit raced the removal
-is in the outbox but was shown as FAULT.
+is in the outbox but was shown as FAULT. A removal followed by a crash before any check saw it
+loses what was only in the -wal: the high-water file (scanner/store_hwm.py, one pwrite per
+commit) notices it at the next start, rotates the outbox id and continues seq above the mark.
 
 Disk: `max_bytes` becomes `PRAGMA max_page_count` on the capture connection. When the file
 is full and pruning delivered rows cannot make room, `record()` raises StoreError and the
@@ -74,7 +76,9 @@ from scanner.store_conn import (
     new_record_id,
     select_rows,
 )
-from scanner.store_files import DIR_MODE, FileIds, file_ids, move_aside, prepare
+from scanner.store_files import DIR_MODE, FileIds, file_ids, move_aside, narrow_dir, prepare
+from scanner.store_hwm import HighWater, Loss, Mark, newest_seq, reconcile
+from scanner.store_hwm import read as read_high_water
 from scanner.store_migrations import MIGRATIONS, PASSAGE_COLUMNS
 from scanner.store_repair import Repairs, check_integrity, on_read_error, open_store, register, unregister
 
@@ -145,6 +149,10 @@ class Store(Repairs):
         self._ids: FileIds | None = None
         self._generation = 0  # bumped by every repair: a second reader's report is then moot
         self.health: OutboxHealth = health_of(path)
+        self._hw = HighWater(path)  # the last seq handed out, outside the database (store_hwm.py)
+        self._oid = "0"
+        self.lost: Loss | None = None  # records found missing at open or after a repair
+        self.created = False  # this open made the outbox file (empty)
 
     @classmethod
     def open(cls, path: str | Path, *, max_bytes: int = 0, recover: bool = True, lock: bool = True) -> Store:
@@ -158,9 +166,13 @@ class Store(Repairs):
         Side connections (`connect()`: CLI, API, uploader) take no lock."""
         p = Path(path)
         ensure_writable_dir(p.parent, "outbox directory", "[store] path", StoreError, mode=DIR_MODE)
+        narrow_dir(p.parent)
         held = lock_outbox(p) if lock else None
         try:
             store = cls._open_recovering(p, recover)
+            if lock:  # only the one writer may compare with (and move) the high-water mark
+                store._hw.open()
+                store._track(read_high_water(p))
         except BaseException:
             if held is not None:
                 held.release()
@@ -203,7 +215,8 @@ class Store(Repairs):
             prepare(p)  # 0600 before SQLite opens it: the -wal and -shm take its mode
             conn = sqlite3.connect(str(p), timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False,
                                    isolation_level=None)
-            if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+            created = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+            if created:
                 # Both only take effect before the first table. 1 KiB pages: a passage commit
                 # rewrites two pages (row + record_id index) in the WAL, so 4 KiB pages cost
                 # ~11.4 KB written per passage and 1 KiB pages ~5.1 KB, under the 6 KB write
@@ -229,6 +242,7 @@ class Store(Repairs):
             err.corrupt = True  # type: ignore[attr-defined]
             raise err
         store = cls(conn, str(p))
+        store.created = created
         store._migrate()
         floor = int(conn.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0])
         top = conn.execute("SELECT max(seq) FROM passages").fetchone()[0] or 0
@@ -292,6 +306,7 @@ class Store(Repairs):
                     return int(self.conn.execute("SELECT seq FROM passages WHERE record_id = ?",
                                                  (record_id,)).fetchone()[0])
                 self._next_seq = seq + 1  # only after the commit returned
+                self._hw.note(Mark(self._oid, seq))  # a pwrite into the page cache, no fsync
                 COMMIT_LATENCY.observe(time.perf_counter() - t0)
                 return seq
         raise sqlite3.IntegrityError("sequence number conflict persists")
@@ -329,10 +344,27 @@ class Store(Repairs):
         return StoreError(f"could not record the passage in {self.path} ({e}); fix: check free disk "
                           "space (df -h) and the SD card")
 
-    def _adopt(self, fresh: Store) -> None:
+    def _adopt(self, fresh: Store, known_top: int = 0) -> None:
+        """Take over a reopened connection. `known_top`: the newest seq this process handed out
+        on the old one (a -wal or database repair: records missing above it are a loss); 0 for
+        a fresh outbox after corruption (the old one is kept aside, under another id)."""
         self.conn, self.db, self._next_seq, self._ids = fresh.conn, fresh.db, fresh._next_seq, fresh._ids
         self._generation += 1
         self._apply_cap()
+        if self._hw.fd is not None:
+            self._track(self._hw.last, known_top)
+
+    def _track(self, mark: Mark | None, known_top: int = 0) -> None:
+        """Under the writer's lock: compare the outbox with the high-water `mark` (store_hwm.py);
+        on a loss the outbox id is rotated and seq continues above the mark. Then the mark
+        names this outbox's id and newest seq."""
+        loss = reconcile(self.conn, mark, known_top, created=self.created and self._moved is None)
+        self.created = False
+        if loss is not None:
+            self.lost = loss
+        self._oid = str(self.conn.execute("SELECT value FROM meta WHERE key='outbox_id'").fetchone()[0])
+        self._next_seq = max(self._next_seq, newest_seq(self.conn) + 1)
+        self._hw.note(Mark(self._oid, self._next_seq - 1))
 
     def _recover(self, why: str) -> None:
         """Corruption met at run time: the same as at start, without a restart."""
@@ -391,5 +423,7 @@ class Store(Repairs):
             except sqlite3.Error:
                 pass
             self.conn.close()
+            self._hw.sync()
+            self._hw.close()
             if self._file_lock is not None:
                 self._file_lock.release()

@@ -3,15 +3,18 @@ when a file the open connection writes to has been removed or replaced underneat
 
 Modes: passage records are personal data in aggregate (who passed where and when), so the
 database, its -wal, -shm and -journal, the lock file and every `corrupt-*` copy are 0600 and a
-directory this code creates is 0700, whatever the umask. SQLite creates the -wal and -shm with
-the mode of the database file (os_unix.c robust_open/findCreateFileMode), so a database created
-0600 here keeps its companions 0600 too. Files left 0644 by an older version are narrowed at
-open when this user owns them.
+directory this code creates is 0700, whatever the umask. An existing outbox directory that is
+wider (0755, 1777) is narrowed to 0700 when the service user owns it, else warned about.
+SQLite creates the -wal and -shm with the mode of the database file (os_unix.c
+robust_open/findCreateFileMode), so a database created 0600 here keeps its companions 0600 too.
+Files left 0644 by an older version are narrowed at open when this user owns them.
 
 Identity: SQLite keeps the -wal open by descriptor. If the file is unlinked while the daemon
 runs, commits go on into the deleted inode and are gone at the next kill -9 or power cut (no
 error is ever returned). `FileIds` records (st_dev, st_ino) of the database and its -wal at open;
-`lost()` compares them with what the paths name now (stat(2)), two syscalls per commit.
+`lost()` compares them with what the paths name now (stat(2)), two syscalls per commit, and
+the maintenance thread every second. What a kill -9 in between still takes is noticed at the
+next start (scanner/store_hwm.py).
 """
 
 from __future__ import annotations
@@ -48,6 +51,33 @@ def narrow(path: str | Path, mode: int = FILE_MODE) -> None:
                     "chmod %o %s", path, stat.S_IMODE(st.st_mode), e.strerror, mode, path)
 
 
+def narrow_dir(directory: str | Path, mode: int = DIR_MODE) -> None:
+    """The outbox's directory, when wider than `mode` (0755, a shared 1777): chmod it to `mode`
+    when this user owns it (logged), else log a warning naming the fix. Never fatal: the files
+    themselves are 0600 either way; a wide directory lets others list, and with write access
+    delete or replace, them (which store_files.lost() then catches)."""
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return
+    now = stat.S_IMODE(st.st_mode)
+    if now & ~mode == 0:
+        return
+    if st.st_uid == os.geteuid():
+        try:
+            os.chmod(directory, mode)
+        except OSError as e:
+            log.warning("event=outbox_dir_mode_wide path=%s mode=%04o error=%r; fix: chmod %o %s", directory, now,
+                        e.strerror, mode, directory)
+            return
+        log.warning("event=outbox_dir_narrowed path=%s was_mode=%04o now=%04o", directory, now, mode)
+        return
+    log.warning("event=outbox_dir_mode_wide path=%s mode=%04o owner_uid=%d; other users can list%s the outbox's "
+                "files; fix: give the outbox a directory of its own owned by the service user (systemd "
+                "StateDirectory=, mode %o), e.g. set [store] path = /var/lib/checkpoint-scanner/outbox.db", directory,
+                now, st.st_uid, " and delete" if now & 0o022 else "", mode)
+
+
 def prepare(db: Path) -> None:
     """Create the database file 0600 before SQLite opens it (so its -wal and -shm follow), and
     narrow the outbox's existing files."""
@@ -60,7 +90,7 @@ def prepare(db: Path) -> None:
             os.fchmod(fd, FILE_MODE)  # a umask such as 0277 would leave it unwritable
         finally:
             os.close(fd)
-    for suffix in (*SUFFIXES, ".lock"):
+    for suffix in (*SUFFIXES, ".lock", ".highwater"):
         narrow(str(db) + suffix)
 
 

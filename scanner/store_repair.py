@@ -1,5 +1,6 @@
 """Repairs of the open outbox at run time, without a restart (the policy is in scanner/store.py's
-docstring): files removed underneath the writer, and corruption a reader meets.
+docstring): files removed underneath the writer (the database, its -wal, the high-water file of
+scanner/store_hwm.py), and corruption a reader meets.
 
 `on_read_error(path, e)` is for every reader in the daemon process (pull API, /metrics, staff
 page, maintenance): for SQLITE_CORRUPT / SQLITE_NOTADB it asks the Store this process has open
@@ -23,6 +24,7 @@ from scanner.fsutil import fsync_dir
 from scanner.outbox_health import OutboxHealth, health_of
 from scanner.store_conn import connect, is_corruption
 from scanner.store_files import FileIds, lost, move_aside, prepare, remove_quietly
+from scanner.store_hwm import HighWater
 
 if TYPE_CHECKING:
     from scanner.store import Store
@@ -110,13 +112,14 @@ class Repairs:
     _next_seq: int
     _ids: FileIds | None
     _generation: int
+    _hw: HighWater
     health: OutboxHealth
 
     @classmethod
     def _open_checked(cls, p: Path) -> Any:
         raise NotImplementedError
 
-    def _adopt(self, fresh: Any) -> None:
+    def _adopt(self, fresh: Any, known_top: int = 0) -> None:
         raise NotImplementedError
 
     def _recover(self, why: str) -> None:
@@ -129,6 +132,9 @@ class Repairs:
             self._check_files()
         except StoreError as e:
             return str(e)
+        if self._hw.replaced():  # the high-water file removed: make it again (store_hwm.py)
+            with self._lock:
+                self._hw.reopen()
         return None
 
     def _check_files(self) -> None:
@@ -144,35 +150,35 @@ class Repairs:
         p = Path(self.path)
         why = (f"the outbox's {which} file {p}{'' if which == 'database' else '-wal'} was removed or replaced "
                "while in use")
-        self.health.set_fault("files", f"{why}; fix: find what deletes files in {p.parent} (cleanup job, "
-                              "manual rm); until the outbox is reopened every passage is FAULT")
-        log.error("event=outbox_file_lost file=%s path=%s action=reopen", which, p)
         with self._lock:
+            if self._ids is None or lost(p, self._ids) is None:
+                return  # another thread (the maintenance check, or the lane) repaired it meanwhile
+            self.health.set_fault("files", f"{why}; fix: find what deletes files in {p.parent} (cleanup job, "
+                                  "manual rm); until the outbox is reopened every passage is FAULT")
+            log.error("event=outbox_file_lost file=%s path=%s action=reopen", which, p)
             top = self._next_seq - 1
             try:
                 if which == "database":
-                    moved = self._rebuild_from_connection(p, why)
+                    moved = self._rebuild_from_connection(p, why, top)
                     log.error("event=outbox_rebuilt moved_to=%s", moved)
                 else:
                     busy, _, _ = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
                     if busy:
                         raise sqlite3.OperationalError("checkpoint of the lost -wal was blocked by a reader")
                     self.conn.close()
-                    self._adopt(type(self)._open_checked(p))
+                    self._adopt(type(self)._open_checked(p), top)  # anything missing above top: a loss
             except (sqlite3.Error, OSError, StoreError) as e:
                 log.error("event=outbox_reopen_failed error=%r", str(e))
                 raise StoreError(f"{why}; reopening it failed ({e}); fix: check the SD card and {p.parent}, then "
                                  "stop the service cleanly (systemctl stop: it saves what the open connection "
                                  "still holds)") from None
             kept = self.conn.execute("SELECT coalesce(max(seq), 0) FROM passages").fetchone()[0]
-        if kept < top:
-            log.error("event=outbox_records_lost newest_kept=%d newest_recorded=%d", kept, top)
         self.health.clear_fault("files", recovered=True)
         log.error("event=outbox_reopened path=%s newest_seq=%d", p, kept)
         raise StoreError(f"{why}; the records were saved and the outbox reopened; this passage shows FAULT; "
                          f"fix: find what deletes files in {p.parent}")
 
-    def _rebuild_from_connection(self, p: Path, why: str) -> Path:
+    def _rebuild_from_connection(self, p: Path, why: str, top: int = 0) -> Path:
         """The database file itself is gone or replaced: copy what the open connection sees to
         a new file, move whatever the path now holds aside, and put the copy in its place."""
         tmp = p.with_name(f".{p.name}.rebuild-{os.getpid()}")
@@ -192,7 +198,7 @@ class Repairs:
         self.conn.close()
         os.replace(tmp, p)
         fsync_dir(p.parent)
-        self._adopt(type(self)._open_checked(p))
+        self._adopt(type(self)._open_checked(p), top)
         return moved
 
     def recover_if_corrupt(self, why: str, *, confirmed: bool = False) -> bool:

@@ -235,3 +235,80 @@ schema = schemathesis.openapi.from_path(ROOT / "docs" / "openapi.yaml")
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_matches_openapi(case: schemathesis.Case, live: Running) -> None:
     case.call_and_validate(base_url=live.url, headers=AUTH)
+
+
+def test_token_is_checked_before_the_body(tmp_path: Path) -> None:
+    """F1: a POST head with Content-Length: 4000 and no token is answered 401 at once; the
+    body is never waited for (the deadline here is 30 s, and its answer would be 408)."""
+    import socket
+
+    r = Running(tmp_path, 1, request_timeout_s=30.0)
+    port = int(r.url.rsplit(":", 1)[1])
+
+    def head_only(head: str) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=8) as c:
+            c.sendall(f"{head}Host: x\r\nContent-Length: 4000\r\n\r\n".encode())
+            return c.recv(4096)
+
+    try:
+        raw = head_only("POST /api/v1/records/ack HTTP/1.1\r\n")
+        assert raw.startswith(b"HTTP/1.1 401") and b"WWW-Authenticate: Bearer" in raw, raw[:200]
+        assert head_only(f"DELETE /api/v1/records HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\n").startswith(
+            b"HTTP/1.1 405")
+        assert head_only("POST /healthz HTTP/1.1\r\n").startswith(b"HTTP/1.1 405")
+        assert head_only("POST /nope HTTP/1.1\r\n").startswith(b"HTTP/1.1 404")
+        assert r.api.server is not None and r.api.server.stats["early"] == 4
+        assert r.api.counts == {"401": 1, "405": 2, "404": 1}
+    finally:
+        r.close()
+
+
+def test_slow_bodies_from_ten_addresses_leave_healthz_answering(tmp_path: Path) -> None:
+    """F1 as found on the API: 10 addresses x 32 connections POST /api/v1/records/ack without a
+    token, Content-Length: 4000, a byte every 0.5 s, reconnecting after each answer."""
+    from slowclients import Flood, legit_tries
+
+    r = Running(tmp_path, 1)
+    port = int(r.url.rsplit(":", 1)[1])
+    try:
+        with Flood(port, 10, 32, "slowbody", path="/api/v1/records/ack", reconnect_s=0.1) as flood:
+            assert flood.wait_open(320)
+            got = legit_tries(port, "/healthz", tries=20)
+        assert got["200"] >= 18, (got, flood.answers)
+        assert flood.answers["401"] + flood.answers["429"] >= 320  # refused on their headers (429: rate limit)
+    finally:
+        r.close()
+
+
+@pytest.mark.parametrize("query", ["limit=1_0", "limit=%D9%A3", "limit=%20%205", "limit=+5", "limit=5%0A",
+                                   "after=%s.5%%0A", "after=%s.5%%20", "after=%%20%s.5"])
+def test_query_values_are_ascii_and_matched_whole(srv: Running, query: str) -> None:
+    """int() takes "1_0", "٣" and " 5"; a regex .match with $ takes "oid.5\\n": all are 400."""
+    oid = srv.get("/api/v1/records", params={"limit": 1}).json()["next_cursor"].split(".")[0]
+    r = srv.get("/api/v1/records?" + (query % oid if "%s" in query else query))
+    assert r.status_code == 400, r.text
+    assert srv.get("/api/v1/records?limit=05").status_code == 200  # ASCII digits, leading zero: fine
+
+
+def test_ack_cursor_is_matched_whole(srv: Running) -> None:
+    page = srv.get("/api/v1/records", params={"limit": 5}).json()
+    r = requests.post(srv.url + "/api/v1/records/ack", json={"cursor": page["next_cursor"] + "\n"}, headers=AUTH,
+                      timeout=5)
+    assert r.status_code == 400
+    c = connect(srv.db)
+    assert outbox.delivered_upto(c) == 0
+    c.close()
+
+
+def test_absolute_form_request_target_is_routed(srv: Running) -> None:
+    """RFC 9112 3.2.2: `GET http://host/api/v1/records` is the same request as `GET /api/v1/records`."""
+    import socket
+
+    port = int(srv.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=8) as c:
+        c.sendall(f"GET http://gate.example/api/v1/records?limit=2 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                  f"{TOKEN}\r\nConnection: close\r\n\r\n".encode())
+        out = b""
+        while chunk := c.recv(65536):
+            out += chunk
+    assert out.startswith(b"HTTP/1.1 200") and out.count(b'"record_id"') == 2, out[:200]

@@ -142,3 +142,52 @@ def test_healthz_and_metrics_report_failed_commits_and_free_space(tmp_path: Path
         assert "checkpoint_outbox_disk_alarm 1" in text and f"checkpoint_outbox_fs_free_bytes {5 << 20}" in text
     finally:
         r.close()
+
+
+def test_an_ack_across_a_gap_nobody_was_handed_is_refused(tmp_path: Path) -> None:
+    """Attacker input (F6): ack the top seq; once two more records exist, GET after=<top+1>
+    returns only top+2; acking <top+2> was a 200 that marked top+1 delivered though no page
+    ever carried it. The handed-out range is contiguous from the delivery mark now."""
+    r = Running(tmp_path, 3, max_limit=1000, rate_per_s=1000.0, burst=1000)
+    try:
+        page = r.get("/api/v1/records").json()
+        oid = page["next_cursor"].split(".")[0]
+        assert ack(r, page["next_cursor"]).status_code == 200  # delivered up to 3
+        r.store.record(rec())
+        r.store.record(rec())  # seq 4 and 5
+        skip = r.get("/api/v1/records", params={"after": f"{oid}.4", "limit": 1}).json()
+        assert [x["seq"] for x in skip["records"]] == [5]
+        refused = ack(r, skip["next_cursor"])
+        assert refused.status_code == 409 and refused.json()["last_cursor"] == f"{oid}.3"
+        assert "without a gap" in refused.json()["error"] and "fix:" in refused.json()["error"]
+        c = connect(r.db)
+        assert outbox.delivered_upto(c) == 3  # seq 4 was never handed out: still pending
+        # pulling on from the mark hands out 4 (and 5 again): now the ack goes through
+        on = r.get("/api/v1/records", params={"after": f"{oid}.3", "limit": 1}).json()
+        assert [x["seq"] for x in on["records"]] == [4]
+        assert ack(r, skip["next_cursor"]).status_code == 409  # 5 not handed out in order yet
+        rest = r.get("/api/v1/records", params={"after": on["next_cursor"]}).json()
+        assert [x["seq"] for x in rest["records"]] == [5]
+        ok = ack(r, rest["next_cursor"])
+        assert ok.status_code == 200 and ok.json()["delivered_cursor"] == f"{oid}.5"
+        assert outbox.delivered_upto(c) == 5
+        c.close()
+    finally:
+        r.close()
+
+
+def test_a_page_past_a_pruned_or_empty_stretch_still_joins(tmp_path: Path) -> None:
+    """Seq numbers the outbox does not hold (never written, or jumped over after a loss) are no
+    gap: a cursor past them, with no record in between, continues the handed-out range."""
+    r = Running(tmp_path, 2, max_limit=1000, rate_per_s=1000.0, burst=1000)
+    try:
+        page = r.get("/api/v1/records").json()
+        oid = page["next_cursor"].split(".")[0]
+        assert ack(r, page["next_cursor"]).status_code == 200
+        r.store._next_seq = 10  # the writer jumped (e.g. above a high-water mark after a loss)
+        assert r.store.record(rec()) == 10
+        nxt = r.get("/api/v1/records", params={"after": f"{oid}.7"}).json()
+        assert [x["seq"] for x in nxt["records"]] == [10]
+        assert ack(r, nxt["next_cursor"]).status_code == 200
+    finally:
+        r.close()

@@ -19,6 +19,7 @@ import pytest
 from steplane import StepLane, step_config
 
 from scanner import device_secret
+from scanner.credentials import KeySet
 from scanner.errors import ScannerError
 
 ID_NUMBER = "11010519491231002X"  # the sample ID number of GB 11643 (not a real person)
@@ -109,6 +110,7 @@ def test_a_readable_secret_is_narrowed_to_0600(tmp_path: Path, caplog: pytest.Lo
 
 @pytest.mark.parametrize("content", [b"", b"short", b"k" * 33])
 def test_a_damaged_secret_is_one_line_naming_file_and_fix(tmp_path: Path, content: bytes) -> None:
+    """`read` (checkpoint-scanner decode --device-secret FILE) still refuses a damaged file."""
     path = tmp_path / "device-secret"
     path.write_bytes(content)
     path.chmod(0o600)
@@ -116,6 +118,56 @@ def test_a_damaged_secret_is_one_line_naming_file_and_fix(tmp_path: Path, conten
         device_secret.read(path)
     msg = str(e.value)
     assert str(path) in msg and "fix: delete" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("content", [b"", b"short", b"k" * 33])
+def test_the_lane_replaces_an_emptied_secret_loudly_instead_of_not_starting(
+        tmp_path: Path, content: bytes, caplog: pytest.LogCaptureFixture) -> None:
+    """Attacker input (F7): `: > device-secret` kept the lane from starting (a restart loop under
+    systemd) over a key that only makes log hashes unguessable. Now it is replaced, with an ERROR."""
+    path = tmp_path / "device-secret"
+    path.write_bytes(content)
+    caplog.set_level(logging.ERROR, logger="scanner.device_secret")
+    s = device_secret.load_or_create(path)
+    data = path.read_bytes()
+    assert len(data) == 32 and data != content and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert s.digest(b"x") == hmac.new(data, b"x", hashlib.sha256).digest()[:16]  # the key on disk is the one used
+    assert f"event=device_secret_replaced path={path} had_bytes={min(len(content), 33)}" in caplog.text
+    assert "fix:" in caplog.text and sorted(p.name for p in tmp_path.iterdir()) == ["device-secret"]
+    again = device_secret.load_or_create(path)  # kept from now on
+    assert again.digest(b"x") == s.digest(b"x")
+
+
+def test_a_lane_starts_with_an_emptied_secret(tmp_path: Path, trust: Any) -> None:
+    (tmp_path / "device-secret").write_bytes(b"")
+    with StepLane(tmp_path, trust) as lane:
+        lane.codes(ID_NUMBER)
+        lane.run(0.2)
+    assert len((tmp_path / "device-secret").read_bytes()) == 32
+
+
+def test_an_unreadable_secret_still_stops_the_lane(tmp_path: Path) -> None:
+    (tmp_path / "device-secret").mkdir()  # not a file: replacing it could hide a real mistake
+    with pytest.raises(ScannerError, match="fix:"):
+        device_secret.load_or_create(tmp_path / "device-secret")
+
+
+def test_check_config_reports_the_secret_in_one_line(tmp_path: Path, keyset: KeySet) -> None:
+    from test_preflight import check, site
+
+    f = site(tmp_path, keyset)
+    (tmp_path / "data").mkdir()
+    secret = tmp_path / "data" / "device-secret"
+    assert check(f) == ([], [])  # absent: made at the first start
+    secret.write_bytes(b"")
+    problems, warnings = check(f)
+    assert problems == [] and len(warnings) == 1
+    assert str(secret) in warnings[0] and "holds 0 bytes" in warnings[0] and "fix:" in warnings[0]
+    assert warnings[0].startswith("line ") and "\n" not in warnings[0]
+    secret.unlink()
+    secret.mkdir()
+    problems, warnings = check(f)
+    assert len(problems) == 1 and str(secret) in problems[0] and "fix:" in problems[0]
 
 
 def test_an_unwritable_state_directory_is_one_line(tmp_path: Path) -> None:

@@ -189,3 +189,36 @@ def test_stdout_export_of_a_good_outbox_still_works(tmp_path: Path, capsys: pyte
     cap = capsys.readouterr()
     assert [json.loads(x)["record_id"] for x in cap.out.splitlines()] == ids
     assert cap.err == "exported 已导出 4 record(s)\n"
+
+
+def test_export_never_replaces_a_device_or_a_link_even_with_force(tmp_path: Path) -> None:
+    """Found by a fresh attack: `--out /dev/full --force --mark-delivered` renamed a RAM file over
+    the device node and marked the records delivered."""
+    import os
+    import subprocess
+    import sys
+
+    from scanner.models import PassageRecord
+    from scanner.store import Store, new_record_id
+
+    db = tmp_path / "outbox.db"
+    s = Store.open(db)
+    s.record(PassageRecord(record_id=new_record_id(), device_id="d", checkpoint_id="c", checkpoint_kind="highway_exit",
+                           ts_utc="2026-11-29T00:00:00.000+00:00", clock_trusted=True, boot_id="b", mono_s=1.0,
+                           verdict="PASS", reasons=("OK",)))
+    s.close()
+    target = tmp_path / "real.jsonl"
+    target.write_text("keep me\n")
+    link = tmp_path / "link.jsonl"
+    os.symlink(target, link)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for out in (link, fifo):
+        r = subprocess.run([sys.executable, "-m", "scanner.cli", "queue", "export", "--db", str(db), "--what", "all",
+                            "--out", str(out), "--force", "--mark-delivered"], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode != 0 and "not a plain file" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert target.read_text() == "keep me\n" and os.path.islink(link)
+    r = subprocess.run([sys.executable, "-m", "scanner.cli", "queue", "status", "--db", str(db), "--json"],
+                       capture_output=True, text=True, timeout=60)
+    assert '"pending": 1' in r.stdout.replace(" ", "").replace('"pending":1', '"pending": 1') or r.returncode == 0

@@ -255,7 +255,10 @@ def test_status_page_against_the_running_daemon(tmp_path: Path, codes: Any) -> N
         driver.find_element(By.ID, "pin").send_keys(PIN)
         driver.find_element(By.ID, "loginbtn").click()
         assert wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, ".pending button.pass"), timeout_s=30)
-        assert "UNKNOWN_SIGNER" in driver.find_element(By.ID, "pending").text
+        title, text = driver.execute_script(  # in one step: the page re-renders when a REVIEW comes or goes
+            "const e = document.querySelector('.pending .reason'); return [e.title, e.innerText]")
+        assert title == "UNKNOWN_SIGNER"  # the code only as a tooltip
+        assert text.startswith("签发机构未知") and "unknown signer" in text
         driver.find_element(By.ID, "staff").send_keys("S200")
         driver.find_element(By.CSS_SELECTOR, ".pending button.pass").click()
         assert wait_until(lambda: "已记录" in driver.find_element(By.ID, "msg").text)

@@ -4,10 +4,12 @@ is logged, Secure cookies with TLS, and a state endpoint that never waits for th
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import json
 import logging
+import socket
 import ssl
 import threading
 from collections.abc import Iterator
@@ -245,3 +247,46 @@ def test_the_page_carries_the_csrf_token_only_with_a_session(page: Page) -> None
     csrf = page.login()
     html = page.s.get(page.base + "/", timeout=5)
     assert f'content="{csrf}"' in html.text and html.headers["X-Frame-Options"] == "DENY"
+
+
+def _head_only(port: int, path: str, headers: str = "") -> bytes:
+    """A POST head announcing a 4000-byte body that never comes; what the server answers."""
+    with socket.create_connection(("127.0.0.1", port), timeout=8) as c:
+        c.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 4000\r\n{headers}\r\n".encode())
+        out = b""
+        with contextlib.suppress(OSError):
+            while chunk := c.recv(4096):
+                out += chunk
+        return out
+
+
+def test_header_checks_answer_before_any_body_byte(page: Page) -> None:
+    """F1: session, CSRF token, Origin, JSON and the PIN lockout are checked on the headers; a
+    refused client is answered at once, never waits out a body deadline (which answers 408)."""
+    csrf = page.login()
+    cookie = f"Cookie: cs_session={page.s.cookies['cs_session']}\r\n"
+    json_ct = "Content-Type: application/json\r\n"
+    port = page.srv.port
+    cases = [("/api/override", json_ct, b"401"),
+             ("/api/override", json_ct + cookie + "X-CSRF-Token: guess\r\n", b"403"),
+             ("/api/override", json_ct + cookie + f"X-CSRF-Token: {csrf}\r\nOrigin: http://evil.example\r\n", b"403"),
+             ("/api/login", "Content-Type: text/plain\r\n", b"415"),
+             ("/api/nope", json_ct, b"404")]
+    for path, headers, code in cases:
+        raw = _head_only(port, path, headers)
+        assert raw.startswith(b"HTTP/1.1 " + code) and b"X-Frame-Options: DENY" in raw, (path, raw[:120])
+    for _ in range(LOCKOUT_AFTER):
+        page.post("/api/login", {"pin": "000000"})
+    assert _head_only(port, "/api/login", json_ct).startswith(b"HTTP/1.1 429")
+    assert page.lane.calls == [] and page.srv.http.stats["early"] == 6
+
+
+def test_slow_login_bodies_from_four_addresses_leave_the_page_up(page: Page) -> None:
+    """F1 as found: 4 addresses x 16 connections POST /api/login with Content-Length: 4000, then
+    one byte every 0.5 s, reconnecting after each answer; the page still loads for others."""
+    from slowclients import Flood, legit_tries
+
+    with Flood(page.srv.port, 4, 16, "slowbody", path="/api/login") as flood:
+        assert flood.wait_open(64)
+        got = legit_tries(page.srv.port, "/", tries=20)
+    assert got["200"] >= 18, (got, page.srv.http.stats)

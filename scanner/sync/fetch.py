@@ -1,7 +1,8 @@
 """Bounded HTTP for the trust sync and the online check (requests underneath).
 
-Every request has a connect and a read timeout, a whole-body deadline (a server that drips one
-byte a second never trips a read timeout), a body size cap checked against Content-Length and
+Every request has a connect and a read timeout, a deadline for the whole exchange from connect
+to the last byte (scanner/sync/deadline.py: a server that drips one byte a second, in the
+headers or the body, never trips a read timeout), a body size cap checked against Content-Length and
 again while reading, and a content-type check (a captive portal's "200 OK text/html" is not a
 trust list). The server's `Date` header feeds the clock's server offset, but only from a response
 that came over HTTPS with the certificate verified: over plain HTTP anyone on the path (a captive
@@ -16,20 +17,21 @@ import logging
 import random
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
-from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from ..clock import ServerOffset
 from ..numbers import loads_json
+from .deadline import DeadlineAdapter, Watchdog
 from .httpbody import BodyInterrupted, BodyTooLarge, DeadlineExceeded, read_body
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CHUNK_BYTES = 64 * 1024
 USER_AGENT = "checkpoint-scanner"
@@ -66,6 +68,11 @@ def full_jitter(failures: int, base_s: float, cap_s: float, rng: random.Random |
     return (rng or random).uniform(0, ceiling)
 
 
+def _late(what: str, deadline_s: float) -> str:
+    return (f"{what}: download took longer than {deadline_s:.0f} s; fix: check the link, or raise [sync] "
+            "download_timeout_s")
+
+
 def _media_type(value: str | None) -> str:
     return (value or "").split(";", 1)[0].strip().lower()
 
@@ -90,8 +97,10 @@ class Http:
         # server closed a moment ago); never for POST, never on a status or a read error.
         retry = Retry(total=1, connect=1, read=False, status=False, other=0, allowed_methods=frozenset({"GET"}),
                       raise_on_status=False, raise_on_redirect=False, redirect=False)
-        self.session.mount("https://", HTTPAdapter(max_retries=retry))
-        self.session.mount("http://", HTTPAdapter(max_retries=retry))
+        # DeadlineAdapter: the whole exchange, connect and headers included, ends at the deadline
+        # of get()/post_json() (scanner/sync/deadline.py), not only the body.
+        self.session.mount("https://", DeadlineAdapter(max_retries=retry))
+        self.session.mount("http://", DeadlineAdapter(max_retries=retry))
         self.session.trust_env = False  # no proxies or netrc from the environment: config only
         self.session.headers.update({"User-Agent": USER_AGENT, "Accept-Encoding": "identity",
                                      **(headers or {})})
@@ -164,10 +173,31 @@ class Http:
             raise FetchError(f"{what}: download {e}; fix: none needed, it resumes on the next try",
                              partial=e.partial, status=status, etag=etag) from None
 
+    def _watched(self, what: str, deadline_s: float, fn: Callable[[], T]) -> T:
+        """`fn()` (one exchange) under a Watchdog that shuts its connection `deadline_s` from now:
+        a server that drips its status line or headers ends like one that drips the body."""
+        with Watchdog(time.monotonic() + deadline_s) as w:
+            try:
+                result = fn()
+            except FetchError as e:
+                if not w.fired:
+                    raise
+                raise FetchError(_late(what, deadline_s), partial=e.partial, status=e.status, etag=e.etag) from None
+        if w.fired:
+            raise FetchError(_late(what, deadline_s))
+        return result
+
     def get(self, url: str, what: str, *, accept: Iterable[str], etag: str | None = None,
             range_start: int = 0, if_range: str | None = None) -> Response:
         """GET a bundle. Returns 200 / 206 (with the body), or 204 / 304 / 404 / 410 (without);
-        any other status, a wrong content type or a bad body is a FetchError."""
+        any other status, a wrong content type or a bad body is a FetchError. The whole exchange
+        ends within download_timeout_s."""
+        return self._watched(what, self.download_timeout_s,
+                             lambda: self._get(url, what, accept=accept, etag=etag, range_start=range_start,
+                                               if_range=if_range))
+
+    def _get(self, url: str, what: str, *, accept: Iterable[str], etag: str | None, range_start: int,
+             if_range: str | None) -> Response:
         headers = {"Accept": ", ".join(accept)}
         if etag:
             headers["If-None-Match"] = etag
@@ -217,8 +247,11 @@ class Http:
 
     def post_json(self, url: str, doc: Mapping[str, Any], what: str, *, budget_s: float,
                   max_body_bytes: int = 64 * 1024) -> Any:
-        """POST JSON and return the decoded JSON answer, all within `budget_s` as far as
-        timeouts allow (the online client also bounds the wait from outside)."""
+        """POST JSON and return the decoded JSON answer, the whole exchange within `budget_s`
+        (FetchError after it; deeply nested or NaN-bearing JSON is "not JSON")."""
+        return self._watched(what, budget_s, lambda: self._post_json(url, doc, what, budget_s, max_body_bytes))
+
+    def _post_json(self, url: str, doc: Mapping[str, Any], what: str, budget_s: float, max_body_bytes: int) -> Any:
         resp, start = self._request("POST", url, what, json=dict(doc), headers={"Accept": "application/json"},
                                     timeout=(min(self.connect_timeout_s, budget_s), budget_s))
         if resp.status_code != 200:

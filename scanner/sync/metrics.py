@@ -74,6 +74,11 @@ def render_metrics(st: dict[str, Any], state: SyncState, *, clock_synced: bool,
           float(rec_at))
     gauge("checkpoint_outbox_corruption_alarm", "1 for 7 days after a corrupt outbox was moved aside",
           int(bool(rec_at) and now - rec_at < RECOVERY_ALARM_S))
+    lost_at = st.get("lost_at") or 0.0
+    gauge("checkpoint_outbox_lost_records", "recorded passages last found missing from the outbox at start "
+          "(a removed -wal); 0 = never", int(st.get("lost_records") or 0))
+    gauge("checkpoint_outbox_loss_alarm", "1 for 7 days after recorded passages were found missing",
+          int(bool(lost_at) and now - lost_at < RECOVERY_ALARM_S))
     gauge("checkpoint_clock_synced", "1 when the wall clock is NTP-synchronised", int(clock_synced))
     with state.lock:
         failures = dict(state.failures)

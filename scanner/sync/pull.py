@@ -24,6 +24,7 @@ import requests
 from scanner.errors import ScannerError
 from scanner.fsutil import fsync_dir
 from scanner.numbers import loads_json
+from scanner.sync import deadline as http_deadline
 from scanner.sync.httpbody import BodyTooLarge, DeadlineExceeded, read_body
 from scanner.sync.uploader import full_jitter, parse_retry_after
 
@@ -35,7 +36,8 @@ class PullClient:
                  limit: int = 1000, ca_bundle: str | None = None, timeout: tuple[float, float] = (5.0, 30.0),
                  max_attempts: int = 8, retry_after_max_s: float = 60.0, session: requests.Session | None = None,
                  progress: Callable[[str], None] | None = None, sleep: Callable[[float], Any] = time.sleep,
-                 deadline_s: float = 60.0, max_body_bytes: int = 64 << 20) -> None:
+                 deadline_s: float = 60.0, max_body_bytes: int = 64 << 20, retry_budget_s: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         base = url.rstrip("/")
         for suffix in (RECORDS_PATH + "/ack", RECORDS_PATH):
             if base.endswith(suffix):
@@ -49,13 +51,17 @@ class PullClient:
         self.limit = limit
         self.verify: str | bool = ca_bundle or True
         self.timeout = timeout
-        # Each request, answer included, ends within deadline_s (scanner/sync/httpbody.py): the
-        # (connect, read) timeouts alone let a device that drips a byte per read timeout go on forever.
+        # Each request ends within deadline_s, from connect to the last byte of the answer
+        # (scanner/sync/deadline.py): the (connect, read) timeouts alone let a device that drips a
+        # byte per read timeout, headers or body, go on forever. All attempts at one request,
+        # waits included, end within retry_budget_s.
         self.deadline_s = deadline_s
+        self.retry_budget_s = retry_budget_s
+        self.clock = clock
         self.max_body_bytes = max_body_bytes
         self.max_attempts = max_attempts
         self.retry_after_max_s = retry_after_max_s
-        self.session = session or requests.Session()
+        self.session = http_deadline.mount(session or requests.Session())
         self.progress = progress or (lambda s: print(s, file=sys.stderr))
         self.sleep = sleep
         self.rng = random.Random()
@@ -101,23 +107,32 @@ class PullClient:
         return cursor, size
 
     # -- HTTP ----------------------------------------------------------------------------
-    def _exchange(self, method: str, path: str, headers: dict[str, str], **kw: Any) -> tuple[requests.Response, bytes]:
-        """One request and its whole answer by the deadline (httpbody errors are requests errors)."""
-        deadline = time.monotonic() + self.deadline_s
-        r = self.session.request(method, self.base + path, headers=headers, stream=True, verify=self.verify,
-                                 timeout=(self.timeout[0], min(self.timeout[1], self.deadline_s)), **kw)
-        try:
-            return r, read_body(r, deadline=deadline, limit=self.max_body_bytes)
-        finally:
-            r.close()
+    def _exchange(self, method: str, path: str, headers: dict[str, str], deadline: float,
+                  **kw: Any) -> tuple[requests.Response, bytes]:
+        """One request and its whole answer by the monotonic `deadline`, connect and headers
+        included (DeadlineExceeded and the other httpbody errors are requests errors)."""
+        left = max(0.001, deadline - time.monotonic())
+        with http_deadline.guarded(deadline):
+            r = self.session.request(method, self.base + path, headers=headers, stream=True, verify=self.verify,
+                                     timeout=(min(self.timeout[0], left), min(self.timeout[1], left)), **kw)
+            try:
+                return r, read_body(r, deadline=deadline, limit=self.max_body_bytes)
+            finally:
+                r.close()
 
     def _request(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {self.token}"}
         why = "no attempt"
+        budget_end = self.clock() + self.retry_budget_s
+        attempts = 0
         for attempt in range(self.max_attempts):
+            if attempt and self.clock() >= budget_end:
+                break
+            attempts += 1
             self.requests += 1
+            deadline = time.monotonic() + min(self.deadline_s, max(0.0, budget_end - self.clock()))
             try:
-                r, content = self._exchange(method, path, headers, **kw)
+                r, content = self._exchange(method, path, headers, deadline, **kw)
             except requests.exceptions.SSLError as e:
                 raise ScannerError(f"TLS with {self.base} failed ({e}); fix: pass the device's CA with "
                                    "--ca-file") from None
@@ -152,10 +167,14 @@ class PullClient:
                                        "update this client or the device")
                 wait = min(ra, self.retry_after_max_s) if ra is not None else full_jitter(attempt, 1.0, 30.0, self.rng)
                 why = f"HTTP {r.status_code}"
+            if attempt + 1 >= self.max_attempts:
+                break
+            wait = min(wait, max(0.0, budget_end - self.clock()))
             self.progress(f"{why}; retrying in {wait:.1f} s")
             self.sleep(wait)
-        raise ScannerError(f"{self.base} did not answer after {self.max_attempts} attempts (last: {why}); fix: check "
-                           "the network and that the daemon runs with [api] enabled; run pull again to resume")
+        raise ScannerError(f"{self.base} did not answer after {attempts} attempts in {self.retry_budget_s:g} s at most "
+                           f"(last: {why}); fix: check the network and that the daemon runs with [api] enabled; run "
+                           "pull again to resume")
 
     def ack(self, cursor: str) -> None:
         try:
@@ -173,17 +192,21 @@ class PullClient:
         written = 0
         while not stop():
             page = self._request("GET", RECORDS_PATH, params={"after": cursor, "limit": self.limit})
-            try:
-                records, nxt, more = page["records"], str(page["next_cursor"]), bool(page["has_more"])
-            except KeyError:
-                raise ScannerError(f"{self.base} answered without records/next_cursor; fix: update the device "
-                                   "or this client") from None
+            records, nxt, more = page.get("records"), page.get("next_cursor"), page.get("has_more")
+            if not (isinstance(records, list) and all(isinstance(r, dict) for r in records)
+                    and isinstance(nxt, str) and isinstance(more, bool)):
+                raise ScannerError(f"{self.base} answered without a list of records, a next_cursor and has_more; "
+                                   "fix: update the device or this client")
             if page.get("cursor_reset"):
                 self.progress("the device started a new outbox (the old one was damaged): continuing from its start")
             if records:
                 new_file = not self.out.exists()
-                data = b"".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
-                                for r in records)
+                try:
+                    data = b"".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+                                    for r in records)
+                except (RecursionError, ValueError):
+                    raise ScannerError(f"{self.base} answered records nested too deeply to store; fix: check the "
+                                       "URL points at the device API") from None
                 with open(self.out, "ab") as f:
                     f.write(data)
                     f.flush()

@@ -12,8 +12,9 @@ Discipline (docs/durability.md section 7):
 - batches by count, bytes and age: send when `batch_records` wait, or their JSON reaches
   `batch_kib`, or the oldest has waited `max_age_s` (measured on the monotonic clock, never the
   wall clock); both limits are also the caps;
-- timeouts always: (connect, read) on every request plus a whole-attempt deadline
-  (scanner/sync/httpbody.py, shared with the trust fetch and the pull client);
+- timeouts always: (connect, read) on every request plus a whole-attempt deadline from connect
+  to the last byte of the answer (scanner/sync/deadline.py and httpbody.py, shared with the
+  trust fetch and the pull client);
 - full-jitter back-off: wait random(0, min(cap, base * 2^n)) after the n-th failure in a row;
 - 429 and 503 with Retry-After: wait what the server asks, capped at `retry_after_max_s`;
 - 413: halve the batch (down to one record; a single record still too large is dead-lettered);
@@ -46,6 +47,7 @@ from scanner import outbox
 from scanner.config import UploadSection
 from scanner.numbers import loads_json
 from scanner.store import connect
+from scanner.sync import deadline as http_deadline
 from scanner.sync.httpbody import read_body
 
 log = logging.getLogger("scanner.upload")
@@ -110,7 +112,7 @@ class Uploader(threading.Thread):
         self.stop_event = stop
         self.state = state or SyncState()
         self.verify: str | bool = ca_bundle or True
-        self.session = session or requests.Session()
+        self.session = http_deadline.mount(session or requests.Session())
         self.rng = rng or random.Random()
         self.wait: Callable[[float], Any] = stop.wait  # tests wrap it to see every wait
         self.batch_limit = cfg.batch_records
@@ -187,14 +189,17 @@ class Uploader(threading.Thread):
         with self.state.lock:
             self.state.requests += 1
             self.state.last_attempt_at = time.time()
-        resp = self.session.post(self.url, data=body, headers=headers, stream=True, verify=self.verify,
-                                 timeout=(self.cfg.connect_timeout_s,
-                                          min(self.cfg.read_timeout_s, self.cfg.attempt_deadline_s)))
-        try:  # DeadlineExceeded is a requests Timeout, BodyInterrupted a ConnectionError (send() below)
-            content = read_body(resp, deadline=deadline, limit=MAX_RESPONSE_BYTES)
-            return resp.status_code, dict(resp.headers), content
-        finally:
-            resp.close()
+        # One deadline from connect to the last byte (scanner/sync/deadline.py): a server that drips
+        # its status line or headers is cut off too, not only one that drips the body.
+        with http_deadline.guarded(deadline):
+            resp = self.session.post(self.url, data=body, headers=headers, stream=True, verify=self.verify,
+                                     timeout=(self.cfg.connect_timeout_s,
+                                              min(self.cfg.read_timeout_s, self.cfg.attempt_deadline_s)))
+            try:  # DeadlineExceeded is a requests Timeout, BodyInterrupted a ConnectionError (send() below)
+                content = read_body(resp, deadline=deadline, limit=MAX_RESPONSE_BYTES)
+                return resp.status_code, dict(resp.headers), content
+            finally:
+                resp.close()
 
     def send(self, batch: list[dict[str, Any]]) -> float:
         try:
