@@ -14,9 +14,12 @@ from scanner.config_schema import _VILLAGE_RE, MODES, REAL_SOURCES, SIMULATED_SO
 #: pin 3, GPIO3 = SCL1 on header pin 5), where the MLX90614 is wired.
 I2C1_PINS = {2: "SDA (header pin 3)", 3: "SCL (header pin 5)"}
 #: Defaults of [checkpoint] id and device_id: placeholders, refused on a real gate, where every
-#: gate left at them would file its records under the same name.
-PLACEHOLDER_IDS = {"id": ("CHECKPOINT-1", "id = \"RA-G104-EXIT-3\", the checkpoint's id on the central platform"),
-                   "device_id": ("device-1", "device_id = \"pi-ra-0001\", this Pi's own id, one per Pi")}
+#: gate left at them would file its records under the same name. The shipped example configs
+#: carry ids with CHANGE_ME in them for the same reason: install-pi.sh copies one to /etc, and an
+#: unedited Pi must not upload under the example's id. The fix names no value to copy.
+PLACEHOLDER_IDS = {"id": ("CHECKPOINT-1", "id = the checkpoint's id as the central platform lists it (卡口编号)"),
+                   "device_id": ("device-1", "device_id = this Pi's own id, one per Pi (设备编号)")}
+CHANGE_ME = "CHANGE_ME"
 
 
 def _identity(cfg: Config, key_lines: dict[str, int], at: Any) -> list[tuple[int, str]]:
@@ -33,8 +36,8 @@ def _identity(cfg: Config, key_lines: dict[str, int], at: Any) -> list[tuple[int
         elif f"checkpoint.{k}" not in key_lines:
             out.append((where, f"checkpoint.{k}: required on a real gate (got nothing: every such gate would upload "
                         f"as {placeholder!r}); fix: {fix}, under [checkpoint]"))
-        elif value == placeholder:
-            out.append((where, f"checkpoint.{k}: the placeholder {placeholder!r} on a real gate (got {value!r}); "
+        elif value == placeholder or CHANGE_ME in value.upper():
+            out.append((where, f"checkpoint.{k}: a placeholder on a real gate (got {value!r}); "
                         f"fix: {fix}"))
     return out
 

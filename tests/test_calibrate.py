@@ -141,7 +141,7 @@ FIT = Fit(1.48, 0.154, 25.0, True, (0.0, 0.0, 0.0))
 
 
 def test_edit_changes_only_the_calibration_lines_and_keeps_comments() -> None:
-    text = (ROOT / "config" / "example.toml").read_text(encoding="utf-8")
+    text = (ROOT / "config" / "example.toml").read_text(encoding="utf-8").replace("CHANGE_ME", "T1")
     new = updated_config_text(text, "example.toml", FIT, "toll-1")
     old_lines, new_lines = text.splitlines(), new.splitlines()
     assert len(old_lines) == len(new_lines)
@@ -194,7 +194,8 @@ def test_unwritable_config_is_one_line(tmp_path: Path) -> None:
 @pytest.fixture
 def site(tmp_path: Path) -> Path:
     f = tmp_path / "site.toml"
-    f.write_text((ROOT / "config" / "highway-exit.toml").read_text(encoding="utf-8"), encoding="utf-8")
+    f.write_text((ROOT / "config" / "highway-exit.toml").read_text(encoding="utf-8").replace("CHANGE_ME", "T1"),
+                 encoding="utf-8")
     return f
 
 

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,14 +54,28 @@ def test_every_key_is_in_the_commented_example() -> None:
 
 @pytest.mark.parametrize("name", ["example.toml", "simulated.toml", "highway-exit.toml", "village-gate.toml"])
 def test_shipped_configs_are_valid(name: str) -> None:
-    cfg = load_config(ROOT / "config" / name)
-    assert cfg.checkpoint.id
+    """Valid once the technician has set the ids; a real one is refused until then (an unedited Pi
+    must not upload under the example's ids)."""
+    path = ROOT / "config" / name
+    text = path.read_text(encoding="utf-8")
+    if 'mode = "real"' in text:
+        with pytest.raises(ConfigError) as e:
+            load_config(path)
+        assert len(e.value.problems) == 2 and all("CHANGE_ME" in p and "placeholder" in p for p in e.value.problems)
+        text = text.replace("CHANGE_ME", "T1")
+    cfg = parse_config(text, str(path))
+    assert cfg.checkpoint.id and "CHANGE_ME" not in cfg.checkpoint.device_id
 
 
 def test_simulated_config_is_simulated_and_examples_are_real() -> None:
     assert load_config(ROOT / "config" / "simulated.toml").simulated
-    assert not load_config(ROOT / "config" / "highway-exit.toml").simulated
-    gate = load_config(ROOT / "config" / "village-gate.toml")
+
+    def edited(name: str) -> Any:
+        path = ROOT / "config" / name
+        return parse_config(path.read_text(encoding="utf-8").replace("CHANGE_ME", "T1"), str(path))
+
+    assert not edited("highway-exit.toml").simulated
+    gate = edited("village-gate.toml")
     assert gate.checkpoint.kind == "village_gate" and gate.checkpoint.villages
 
 
@@ -131,6 +146,9 @@ def test_check_config_cli_exit_2_no_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in r.stderr
     assert "line 2: policy.fever_treshold_c" in r.stderr
     assert "line 4: indicators.buzzer_pin: out of range" in r.stderr
-    ok = subprocess.run([sys.executable, "-m", "scanner.cli", "check-config", "--text-only",
-                         str(ROOT / "config" / "example.toml")], capture_output=True, text=True, cwd=ROOT)
+    site = tmp_path / "site.toml"  # the commented example with its ids set, as a technician would
+    site.write_text((ROOT / "config" / "example.toml").read_text(encoding="utf-8").replace("CHANGE_ME", "T1"),
+                    encoding="utf-8")
+    ok = subprocess.run([sys.executable, "-m", "scanner.cli", "check-config", "--text-only", str(site)],
+                        capture_output=True, text=True, cwd=ROOT)
     assert ok.returncode == 0, ok.stderr

@@ -179,16 +179,16 @@ def test_i2c_pins_are_free_when_the_thermometer_is_on_another_bus() -> None:
 def test_a_real_gate_needs_its_own_ids() -> None:
     assert problems('[checkpoint]\nmode = "real"\n') == [
         "line 1: checkpoint.id: required on a real gate (got nothing: every such gate would upload as "
-        "'CHECKPOINT-1'); fix: id = \"RA-G104-EXIT-3\", the checkpoint's id on the central platform, under "
+        "'CHECKPOINT-1'); fix: id = the checkpoint's id as the central platform lists it (卡口编号), under "
         "[checkpoint]",
         "line 1: checkpoint.device_id: required on a real gate (got nothing: every such gate would upload as "
-        "'device-1'); fix: device_id = \"pi-ra-0001\", this Pi's own id, one per Pi, under [checkpoint]",
+        "'device-1'); fix: device_id = this Pi's own id, one per Pi (设备编号), under [checkpoint]",
     ]
     assert problems('[checkpoint]\nmode = "real"\nid = "CHECKPOINT-1"\ndevice_id = "device-1"\n') == [
-        "line 3: checkpoint.id: the placeholder 'CHECKPOINT-1' on a real gate (got 'CHECKPOINT-1'); fix: "
-        "id = \"RA-G104-EXIT-3\", the checkpoint's id on the central platform",
-        "line 4: checkpoint.device_id: the placeholder 'device-1' on a real gate (got 'device-1'); fix: "
-        "device_id = \"pi-ra-0001\", this Pi's own id, one per Pi",
+        "line 3: checkpoint.id: a placeholder on a real gate (got 'CHECKPOINT-1'); fix: "
+        "id = the checkpoint's id as the central platform lists it (卡口编号)",
+        "line 4: checkpoint.device_id: a placeholder on a real gate (got 'device-1'); fix: "
+        "device_id = this Pi's own id, one per Pi (设备编号)",
     ]
 
 
@@ -196,8 +196,8 @@ def test_a_real_gate_needs_its_own_ids() -> None:
 def test_a_blank_id_is_refused_in_any_mode(mode: str) -> None:
     extra = "[simulation]\nbootstrap = true\n" if mode == "simulated" else ""
     p = problems(f'[checkpoint]\nmode = "{mode}"\nid = "X-1"\ndevice_id = "  "\n{extra}')
-    assert p == ["line 4: checkpoint.device_id: blank (got '  '); fix: device_id = \"pi-ra-0001\", this Pi's own id, "
-                 "one per Pi"]
+    assert p == ["line 4: checkpoint.device_id: blank (got '  '); fix: device_id = this Pi's own id, one per Pi "
+                 "(设备编号)"]
 
 
 def test_a_simulated_lane_may_keep_the_placeholders() -> None:

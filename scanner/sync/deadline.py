@@ -123,42 +123,34 @@ def _release(conn: Any) -> None:
             dup.close()
 
 
-class _WatchedHTTPConnection(HTTPConnection):
+class _Watched:
+    """Mixed in before urllib3's connection class: the socket is adopted by the watchdog as soon
+    as it exists (before a TLS handshake, so the handshake is watched too)."""
+
     _watch_dup: socket.socket | None = None
 
     def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
+        sock: socket.socket = super()._new_conn()  # type: ignore[misc]
         _adopt(self, sock)
         return sock
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         _register(self)
-        super().request(*args, **kwargs)
+        super().request(*args, **kwargs)  # type: ignore[misc]
 
     def close(self) -> None:
         try:
-            super().close()
+            super().close()  # type: ignore[misc]
         finally:
             _release(self)
 
 
-class _WatchedHTTPSConnection(HTTPSConnection):
-    _watch_dup: socket.socket | None = None
+class _WatchedHTTPConnection(_Watched, HTTPConnection):
+    pass
 
-    def _new_conn(self) -> socket.socket:  # before the TLS handshake: the handshake is watched too
-        sock = super()._new_conn()
-        _adopt(self, sock)
-        return sock
 
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _register(self)
-        super().request(*args, **kwargs)
-
-    def close(self) -> None:
-        try:
-            super().close()
-        finally:
-            _release(self)
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    pass
 
 
 class _HTTPPool(HTTPConnectionPool):
