@@ -137,22 +137,16 @@ def fit_calibration(pairs: Sequence[Pair], reference_ambient_c: float = 25.0, ke
 def read_pairs_csv(path: str | Path) -> list[Pair]:
     """The pairs in a CSV file (scanner.calibrate_csv: `object_c,ambient_c,reference_c` per line,
     or any order under a header naming them; what Excel and Notepad save is accepted). Raises
-    CalibrationError, one line with the file, the line and the fix, for a row that is not three
-    finite numbers or not a plausible pair, and for a file that cannot be read as UTF-8."""
+    CalibrationError, one line per bad row (every one, up to 20) with the file, the line and the
+    fix, for rows that are not three finite numbers or not a plausible pair, for a file without
+    data rows, and for a file that cannot be read as UTF-8."""
     from scanner.calibrate_csv import CsvError, read_rows
 
     try:
-        rows = read_rows(path)
+        rows = read_rows(path, lambda obj, amb, ref: check_pair(Pair(obj, amb, ref)))
     except CsvError as e:
         raise CalibrationError(str(e)) from None
-    pairs = []
-    for n, obj, amb, ref in rows:
-        pair = Pair(obj, amb, ref)
-        problem = check_pair(pair)
-        if problem:
-            raise CalibrationError(f"{path} line {n}: {problem}")
-        pairs.append(pair)
-    return pairs
+    return [Pair(obj, amb, ref) for _, obj, amb, ref in rows]
 
 
 # -- reading one pair from the sensor ------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from scanner.numbers import NotFiniteError, parse_finite
@@ -24,6 +25,7 @@ from scanner.textfile import NotUtf8Error, read_text
 COLUMNS = ("object_c", "ambient_c", "reference_c")
 _INT = re.compile(r"^[+-]?\d+$")
 _DECIMAL_COMMA = re.compile(r"^([+-]?\d+),(\d+)$")
+MAX_PROBLEMS = 20  # bad rows told at once; the rest are counted
 _ONE_PAIR = "one pair per line, object_c,ambient_c,reference_c in °C"
 
 
@@ -49,10 +51,13 @@ def _delimiter(lines: list[tuple[int, str]]) -> str:
     return ";" if ";" in text else "\t" if "\t" in text else ","
 
 
-def read_rows(path: str | Path) -> list[tuple[int, float, float, float]]:
-    """(line, object_c, ambient_c, reference_c) per data row; CsvError (one line, with the
-    file, the line and the fix) for anything the module docstring says is refused, and for a
-    file that cannot be read."""
+def read_rows(path: str | Path, check: Callable[[float, float, float], str | None] | None = None,
+              ) -> list[tuple[int, float, float, float]]:
+    """(line, object_c, ambient_c, reference_c) per data row. `check(object_c, ambient_c,
+    reference_c)` gives a problem with a row's values (an implausible pair) or None. CsvError for
+    a file that cannot be read, a header-only or empty file (naming the file), and for every row
+    the module docstring says is refused or `check` refuses: one line `FILE line N: ...; fix: ...`
+    per bad row, up to MAX_PROBLEMS of them."""
     p = Path(path)
     try:
         text = read_text(p)
@@ -73,7 +78,7 @@ def read_rows(path: str | Path) -> list[tuple[int, float, float, float]]:
             cells.pop()
         if cells:
             rows.append((n, line, cells))
-    index, width = [0, 1, 2], 3
+    index, width, header_line = [0, 1, 2], 3, 0
     if rows and (not _is_number(rows[0][2][0]) or any(c.lower().replace(" ", "") in COLUMNS for c in rows[0][2])):
         n, line, cells = rows.pop(0)
         header = [c.lower().replace(" ", "") for c in cells]
@@ -81,22 +86,41 @@ def read_rows(path: str | Path) -> list[tuple[int, float, float, float]]:
         if missing:
             raise CsvError(f"{p} line {n}: header lacks {', '.join(missing)} (got {line.strip()!r}); fix: first "
                            "line object_c,ambient_c,reference_c")
-        index, width = [header.index(c) for c in COLUMNS], len(header)
-    out = []
+        index, width, header_line = [header.index(c) for c in COLUMNS], len(header), n
+    if not rows:
+        got = "only a header" if header_line else "only comments" if text.strip() else "an empty file"
+        raise CsvError(f"{p}: no data rows (got {got}); fix: {_ONE_PAIR}, e.g. 32.2,5.0,36.7")
+    out, problems = [], []
     for n, line, cells in rows:
-        if len(cells) > width:
-            if all(_INT.match(c) for c in cells):
-                raise CsvError(f"{p} line {n}: looks like decimal commas split into {len(cells)} columns (got "
-                               f"{line.strip()!r}); fix: write 33.1 with a dot, or separate the columns with ';'")
-            raise CsvError(f"{p} line {n}: {len(cells)} columns where {width} are named (got {line.strip()!r}); fix: "
-                           f"{_ONE_PAIR}, or a header line naming every column (other named columns are ignored)")
-        try:
+        problem = _row_problem(cells, index, width, line)
+        if not problem:
             obj, amb, ref = (_number(cells[i]) for i in index)
-        except NotFiniteError as e:
-            raise CsvError(f"{p} line {n}: expected three numbers object_c,ambient_c,reference_c, each finite "
-                           f"({e}); fix: {_ONE_PAIR}") from None
-        except IndexError:
-            raise CsvError(f"{p} line {n}: expected three numbers object_c,ambient_c,reference_c (got "
-                           f"{line.strip()!r}); fix: {_ONE_PAIR}") from None
-        out.append((n, obj, amb, ref))
+            problem = check(obj, amb, ref) if check else None  # "" or None: plausible
+            if not problem:
+                out.append((n, obj, amb, ref))
+        if problem:
+            problems.append(f"{p} line {n}: {problem}")
+    if problems:
+        more = len(problems) - MAX_PROBLEMS
+        shown = problems[:MAX_PROBLEMS] + ([f"{p}: {more} more bad row(s) not shown"] if more > 0 else [])
+        raise CsvError("\n".join(shown) if len(problems) == 1 else
+                       f"{p}: {len(problems)} bad rows, fix each one:\n" + "\n".join(f"  {x}" for x in shown))
     return out
+
+
+def _row_problem(cells: list[str], index: list[int], width: int, line: str) -> str | None:
+    """What is wrong with one data row (without `FILE line N: `), None when it is three numbers."""
+    if len(cells) > width:
+        if all(_INT.match(c) for c in cells):
+            return (f"looks like decimal commas split into {len(cells)} columns (got {line.strip()!r}); fix: write "
+                    "33.1 with a dot, or separate the columns with ';'")
+        return (f"{len(cells)} columns where {width} are named (got {line.strip()!r}); fix: {_ONE_PAIR}, or a header "
+                "line naming every column (other named columns are ignored)")
+    try:
+        for i in index:
+            _number(cells[i])
+    except NotFiniteError as e:
+        return f"expected three numbers object_c,ambient_c,reference_c, each finite ({e}); fix: {_ONE_PAIR}"
+    except IndexError:
+        return f"expected three numbers object_c,ambient_c,reference_c (got {line.strip()!r}); fix: {_ONE_PAIR}"
+    return None

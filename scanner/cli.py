@@ -8,6 +8,7 @@ non-zero exit, never a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -43,7 +44,7 @@ examples:
 
 EPILOG = """\
 examples:
-  checkpoint-scanner demo                          12+ simulated people, all verdicts, < 1 min
+  checkpoint-scanner demo                          14 simulated people, all verdicts, < 1 min
   checkpoint-scanner check-config /etc/checkpoint-scanner/config.toml
   checkpoint-scanner run --config config/simulated.toml
   checkpoint-scanner codes keygen keys/            anchor, signers, signed trust list
@@ -175,10 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_cmd_demo)
 
     c = sub.add_parser("check-config", help="validate a config file; lists every problem with its line",
-                       description="Exit 0 when valid; else every problem as 'line N: section.key: what is "
-                       "wrong (got X); fix', exit 2. Checks the text, then every file `run` reads (anchor, "
-                       "trust list, tokens, staff PIN, TLS files, writable directories) with the code `run` "
-                       "uses; devices are checked by `selftest`.")
+                       description="检查配置文件 / Exit 0 when valid; else every problem as 'line N: "
+                       "section.key: what is wrong (got X); fix', exit 2. Checks the text, then every file "
+                       "`run` reads (anchor, trust list, tokens, staff PIN, TLS files, writable directories) "
+                       "with the code `run` uses; devices are checked by `selftest`.")
     c.add_argument("config", help="TOML config file")
     c.add_argument("--text-only", action="store_true",
                    help="check only the text, not the files it names (a config written for another device)")
@@ -220,6 +221,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return int(getattr(e, "exit_code", 1))  # 2: cannot run as configured (scanner/locks.py InUseError)
     except OSError as e:  # DriverError and friends: a device or file the person can fix
+        if e.errno in (errno.ENOSPC, errno.EPIPE) and not e.filename:  # stdout itself: full disk, closed pipe
+            why = "no space left on the device" if e.errno == errno.ENOSPC else "the reader closed the pipe"
+            print(f"error: cannot write the output ({why}); fix: free space where the output goes, or "
+                  "redirect it to another file", file=sys.stderr)
+            return 1
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

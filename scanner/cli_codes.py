@@ -42,7 +42,8 @@ examples:
   checkpoint-scanner codes issue health --signer-dir demo-keys --colour green --png health.png
   checkpoint-scanner codes issue residence --signer-dir demo-keys --village 330381001001
   checkpoint-scanner codes verify --keys demo-keys health.png
-  checkpoint-scanner codes verify --json --trust-list trust-list.cose --anchor anchor.pem 'ZHC1:...'
+  checkpoint-scanner codes verify --json --trust-list /var/lib/checkpoint-scanner/trust/trust-list.cose \\
+      --anchor /etc/checkpoint-scanner/anchor.crt 'ZHC1:...'
 """
 
 _VERIFY_EPILOG = """\
@@ -55,8 +56,8 @@ Exit status: 0 VALID, 1 anything else, 2 usage or setup error (an image path tha
 examples:
   checkpoint-scanner codes verify --keys demo-keys health.png
   checkpoint-scanner codes verify --keys demo-keys --now 2030-01-01T00:00:00Z 'ZHC1:...'
-  checkpoint-scanner codes verify --json --trust-list /var/lib/checkpoint/trust-list.cose \\
-      --anchor /etc/checkpoint/anchor.pem photo.jpg
+  checkpoint-scanner codes verify --json --trust-list /var/lib/checkpoint-scanner/trust/trust-list.cose \\
+      --anchor /etc/checkpoint-scanner/anchor.crt photo.jpg
 """
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -64,7 +65,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     codes = subparsers.add_parser(
         "codes",
         help="make keys, issue and verify signed health / residence codes",
-        description="Signed credential tools: a demo trust chain, demo codes, and verification "
+        description="健康码工具 / Signed credential tools: a demo trust chain, demo codes, and verification "
         "of a code text or a QR photo exactly as the gate does it.",
         epilog=_CODES_EPILOG,
         formatter_class=_FMT,
@@ -335,9 +336,10 @@ def _parse_now(value: str | None) -> datetime:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    is_image = _is_path(args.code)  # first: a mistyped path is named before missing trust options
     trust = _load_trust(args)
     now = _parse_now(args.now)
-    if _is_path(args.code):
+    if is_image:
         payloads: list[str | bytes] = list(read_qr_image(args.code))
         if not payloads:
             print("未找到二维码 no QR code found in the image", file=sys.stderr)

@@ -19,6 +19,7 @@ from typing import Any
 _PREFIX = re.compile(rb"^[A-Z0-9]{2,5}:")  # a credential type tag, no personal data
 
 DESCRIPTION = """\
+识读二维码图片 / Read QR codes in pictures.
 What the gate camera would read in pictures, one line per image, in the order given. Never the
 contents of a code (they may hold a name or an ID): a hash, the length, whether it is text,
 and the credential prefix (ZHC1:, AJM1:, HC1:) when it has one. With --device-secret the hash

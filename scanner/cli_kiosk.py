@@ -22,18 +22,36 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     from scanner.kiosk import BANNERS
 
     p = sub.add_parser("kiosk", help="render a kiosk screen to a PNG (offscreen)",
-                       description="Render the kiosk screen for one lane state, as the passer-by sees it.",
+                       description="屏幕预览 / Render the kiosk screen for one lane state, as the passer-by sees it.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--render", required=True, type=str.upper, choices=sorted(BANNERS), metavar="STATE",
                    help=f"lane state, any case: {', '.join(BANNERS)}")
-    p.add_argument("--out", required=True, help="PNG file to write")
-    p.add_argument("--reason", action="append", default=[], type=reason_code,
-                   help="reason code to show, any case (repeatable; the codes are in scanner/reasons.py)")
+    p.add_argument("--out", required=True, help="image file to write; .png (or .jpg), the format its name ends with")
+    p.add_argument("--reason", action=_ReasonAction, default=[], metavar="CODE",
+                   help="a reason code, e.g. HEALTH_RED, any case (repeatable); `--reason list` prints them")
     p.add_argument("--fault", action="append", default=[],
                    help="fault text for --render FAULT (repeatable; '中文 / English' or English)")
     p.add_argument("--temp", type=float, help="temperature to show, °C")
     p.add_argument("--size", default="1280x720", help="screen size WxH (default 1280x720; 7\" Pi display: 800x480)")
     p.set_defaults(func=run)
+
+
+class _ReasonAction(argparse.Action):
+    """--reason CODE appends a checked code; `--reason list` prints every code and exits 0."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        from scanner.reasons import REASONS
+
+        if str(values).strip().lower() == "list":
+            for code, (zh, en) in REASONS.items():
+                print(f"{code:<24} {zh} / {en}")
+            parser.exit(0)
+        try:
+            code = reason_code(str(values))
+        except argparse.ArgumentTypeError as e:
+            raise argparse.ArgumentError(self, str(e)) from None
+        setattr(namespace, self.dest, [*getattr(namespace, self.dest, []), code])
 
 
 def reason_code(text: str) -> str:
@@ -63,14 +81,27 @@ def run(args: argparse.Namespace) -> int:
         kw["faults"] = tuple(args.fault)
     if args.temp is not None:
         kw["temperature_c"] = args.temp
+    fmt = _image_format(args.out)
     renderer = Renderer((w, h))
     if renderer.font_path is None:
         print("warning: no CJK font found (apt-get install fonts-noto-cjk): Chinese will show as boxes")
     preview = None if args.render == "FAULT" else frame_with_codes(["ZHC1:DEMO"])
     img, _ = renderer.render(demo_view(args.render, preview=preview, **kw))
     try:
-        img.save(args.out, format="PNG")
+        (img.convert("RGB") if fmt == "JPEG" else img).save(args.out, format=fmt)
     except OSError as e:
         raise ScannerError(f"cannot write {args.out} ({e.strerror}); fix: choose a writable path") from None
     print(f"{args.out}: {args.render} screen {w}x{h}")
     return 0
+
+
+def _image_format(out: str) -> str:
+    """The Pillow format the name's extension names (PNG for .png, JPEG for .jpg), or a
+    ScannerError: the file must hold what its name says."""
+    from pathlib import Path
+
+    fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(Path(out).suffix.lower())
+    if not fmt:
+        raise ScannerError(f"--out {out}: the name must end with .png or .jpg (the format written); fix: e.g. "
+                           "--out screen.png")
+    return fmt

@@ -241,7 +241,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 def add_parser(sub: Any) -> None:
     q = sub.add_parser("queue", help="outbox status and export (technician on site)",
-                       description="Look into the outbox without stopping the daemon (read-only unless "
+                       description="上报队列 / Look into the outbox without stopping the daemon (read-only unless "
                        "--mark-delivered).", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     qs = q.add_subparsers(dest="queue_command", metavar="ACTION", required=True)
 
@@ -268,7 +268,7 @@ def add_parser(sub: Any) -> None:
     ex.set_defaults(func=cmd_export)
 
     p = sub.add_parser("pull", help="collect records from a device's pull API into a JSON Lines file",
-                       description="Collect a device's records over the network into a JSON Lines file. "
+                       description="拉取记录 / Collect a device's records over the network into a JSON Lines file. "
                        "Resumes from its own cursor file; acks only what is written and fsynced.",
                        epilog=PULL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("url", help="device address, e.g. https://10.8.0.12:8787")

@@ -37,7 +37,7 @@ def add_parser(sub: Any) -> None:
                        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="TOML config file")
     p.add_argument("--only", action="append", default=[], metavar="PREFIX",
-                   help="run only checks starting with this (e.g. thermometer); repeatable")
+                   help="run only checks starting with this, any case (e.g. thermometer); repeatable")
     p.add_argument("--json", action="store_true", help="one JSON object per check, for tools")
     p.set_defaults(func=_cmd_selftest)
 
@@ -50,12 +50,15 @@ def run_selftest(args: argparse.Namespace, *, out: TextIO | None = None, **injec
     """`inject`: Context fields for tests (open_bus=..., thermometer=...)."""
     stream = out or sys.stdout
     names = check_names()
-    unknown = [o for o in args.only if not any(n.startswith(o) for n in names)]
+    only = [o.strip().lower() for o in args.only]  # any case: --only THERMOMETER
+    fix = f"fix: one of {', '.join(names)} (a prefix such as thermometer runs that group)"
+    if "" in only:
+        raise UnknownCheck(f'--only "" is empty (it would run every check); {fix}, or leave --only out')
+    unknown = [o for o in only if not any(n.startswith(o) for n in names)]
     if unknown:
-        raise UnknownCheck(f"--only {unknown[0]} names no check; fix: one of {', '.join(names)} (a prefix such as "
-                           "thermometer runs that group)")
+        raise UnknownCheck(f"--only {unknown[0]} names no check; {fix}")
     ctx = Context(config_path=args.config, **inject)
-    outcomes = run_checks(ctx, tuple(args.only))
+    outcomes = run_checks(ctx, tuple(only))
     for o in outcomes:
         if args.json:
             r = o.result

@@ -27,7 +27,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from scanner.config_checks import cross_checks, device_mismatches  # noqa: F401 - hardware imports it here
+from scanner.config_checks import cross_checks, device_mismatches, key_check  # noqa: F401 - hardware imports it here
 from scanner.config_schema import (  # noqa: F401 - re-exported: callers import sections from here
     MODES,
     REAL_SOURCES,
@@ -66,6 +66,17 @@ def all_keys() -> list[str]:
 def _locate(text: str) -> tuple[dict[str, int], dict[str, int]]:
     """Line numbers of `[section]` headers and `section.key` assignments (scanner.config_text)."""
     return locate(text)
+
+
+def _number_keys() -> dict[str, str]:
+    """`section.key` of every number key -> an example value, for the syntax-error fixes."""
+    out: dict[str, str] = {}
+    for s, cls in SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if hints[f.name] in (int, float):
+                out[f"{s}.{f.name}"] = "2.0" if hints[f.name] is float else "2"
+    return out
 
 
 def _type_name(t: Any) -> str:
@@ -130,7 +141,7 @@ def _required_problem(sname: str, kname: str, line: int) -> tuple[int, str]:
 
 def parse_config(text: str, path: str = "<config>") -> Config:
     """Validate TOML text into a Config, or raise ConfigError listing every problem."""
-    parsed = load_toml(text)  # a leading BOM is dropped; syntax errors come back one per line
+    parsed = load_toml(text, _number_keys())  # a leading BOM is dropped; syntax errors come back one per line
     if not parsed.complete:
         raise ConfigError([f"line {n}: {msg}" for n, msg in parsed.problems], path)
     data, sec_lines, key_lines = parsed.data, parsed.sections, parsed.keys
@@ -167,6 +178,7 @@ def parse_config(text: str, path: str = "<config>") -> Config:
                 problems.append((line, f"{sname}.{kname}: unknown key (got {kname} = {value!r}); fix: {fix}"))
                 continue
             checked, err = _check_value(kname, fields[kname], hints[kname], value)
+            err = err or key_check(f"{sname}.{kname}", checked)
             if err:
                 problems.append((line, f"{sname}.{kname}: {err}"))
                 continue

@@ -42,6 +42,14 @@ def _identity(cfg: Config, key_lines: dict[str, int], at: Any) -> list[tuple[int
     return out
 
 
+def key_check(name: str, value: Any) -> str | None:
+    """A rule on one key's valid value that its range cannot say (scanner.config runs it with the
+    range checks, so it is reported together with every other key's problem): None when fine."""
+    if name == "indicators.relay_pin" and value == 1:
+        return ("GPIO1 is reserved for the HAT EEPROM (got 1); fix: use 0 for no relay or a free pin such as 23")
+    return None
+
+
 def cross_checks(cfg: Config, key_lines: dict[str, int], sec_lines: dict[str, int]) -> list[tuple[int, str]]:
     """Rules that involve more than one key."""
     out: list[tuple[int, str]] = []
@@ -70,9 +78,6 @@ def cross_checks(cfg: Config, key_lines: dict[str, int], sec_lines: dict[str, in
             out.append((at(f"indicators.{name}"), f"indicators.{name}: GPIO{pin} is already used by "
                         f"{seen[pin]} (got {pin}); fix: give each output its own pin"))
         seen[pin] = name
-    if ind.relay_pin == 1:
-        out.append((at("indicators.relay_pin"), "indicators.relay_pin: GPIO1 is reserved for the HAT "
-                    "EEPROM (got 1); fix: use 0 for no relay or a free pin such as 23"))
     if cfg.thermometer.source == "mlx90614" and cfg.thermometer.i2c_bus == 1:
         for name, pin in pins.items():
             if pin in I2C1_PINS:

@@ -22,6 +22,9 @@ HEADER_RE = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\-]+)\s*\]")
 KEY_RE = re.compile(r"^\s*([A-Za-z0-9_\-]+)\s*=\s*(.*?)\s*$")
 _POS_RE = re.compile(r"\s*\(at line (\d+), column (\d+)\)|\s*\(at end of document\)")
 _BARE_OK = re.compile(r"^(true|false|[+-]?(inf|nan)|[+\-0-9\"'\[{].*)$")
+_ANY_KEY_RE = re.compile(r"^\s*([A-Za-z0-9_\-]+)\s*[=＝]")  # a key even when ＝ was typed for =
+_WIDE_HEADER_RE = re.compile(r"^\s*[\[［]\s*([A-Za-z0-9_.\-]+)\s*[\]］]\s*(#.*)?$")
+_DECIMAL_COMMA = re.compile(r"^([+-]?\d+),(\d+)\s*(#.*)?$")
 _WIDE = "“”‘’＝［］，：　"  # what a Chinese input method types instead of " = [ ] , :
 MAX_SYNTAX_ERRORS = 20
 _PLACEHOLDER = "__line{}__"  # a stand-in header for a repeated or broken one
@@ -73,10 +76,16 @@ def _section_at(lines: list[str], idx: int, alias: dict[str, str]) -> str:
     return ""
 
 
-def _fix_for(line: str, reason: str) -> str:
-    """The likeliest fix for a line tomllib refused."""
+def _fix_for(line: str, reason: str, example: str = "") -> str:
+    """The likeliest fix for a line tomllib refused; `example` ("2.0", "2") when the key is a number."""
     if reason.startswith(("Cannot overwrite", "Cannot declare")):
         return "this is set twice: delete one of the two"
+    m = KEY_RE.match(line)
+    comma = _DECIMAL_COMMA.match(m.group(2)) if m else None
+    if m and comma:
+        return f"use a decimal point: {m.group(1)} = {comma.group(1)}.{comma.group(2)}"
+    if example and m and m.group(2) and not _BARE_OK.match(m.group(2)):
+        return f"write a number such as {example} (ASCII digits, a decimal point), without quotes"
     if any(c in line for c in _WIDE):
         return "use the plain ASCII characters \" = [ ] , : (the Chinese input method typed “ ” ＝ or similar)"
     s = re.sub(r'"(?:[^"\\]|\\.)*"', '""', line).split("#")[0].strip()  # closed texts and the comment out
@@ -84,15 +93,18 @@ def _fix_for(line: str, reason: str) -> str:
         return "close the quote: a text in quotes ends with \" on the same line"
     if s.startswith("[") and "]" not in s:
         return "close the section name with ], e.g. [camera]"
-    m = KEY_RE.match(line)
     if m and m.group(2) and not _BARE_OK.match(m.group(2)):
         word = m.group(2).split("#")[0].strip()
         return f"text goes in double quotes: {m.group(1)} = \"{word}\""
     return "check quotes, brackets and 'key = value' on that line"
 
 
-def load_toml(text: str) -> Parsed:
-    """Parse config text (a leading BOM is dropped); see the module docstring."""
+def load_toml(text: str, numbers: dict[str, str] | None = None) -> Parsed:
+    """Parse config text (a leading BOM is dropped); see the module docstring. `numbers` maps
+    `section.key` of the number keys to an example value ("2.0"), so a refused value there is
+    told to be a number, not text in quotes. A header typed in full-width brackets (［camera］, a
+    Chinese input method) is one problem and read as [camera], so its keys land in that section."""
+    numbers = numbers or {}
     lines = text.removeprefix("\ufeff").split("\n")
     alias: dict[str, str] = {}  # placeholder section -> the real one ("" : a broken header, ignored)
     problems: list[tuple[int, str]] = []
@@ -131,12 +143,20 @@ def load_toml(text: str) -> Parsed:
                                  "one (the keys below this line are checked as part of the first)"))
                 alias[_PLACEHOLDER.format(n)] = real
                 lines[idx] = f"[{_PLACEHOLDER.format(n)}]"
+            elif (wide := _WIDE_HEADER_RE.match(line)) and ("［" in line or "］" in line):
+                name = wide.group(1)
+                problems.append((n, f"[{name}]: TOML syntax error: the section name is in full-width brackets "
+                                 f"(got {line.strip()}); fix: use ASCII brackets [{name}] (the keys under it are "
+                                 f"checked as [{name}])"))
+                lines[idx] = f"[{name}]"
             else:
-                what = f"{section}.{key.group(1)}: " if key and section else ""
+                key = key or _ANY_KEY_RE.match(line)
+                name = f"{section}.{key.group(1)}" if key and section else ""
+                what = f"{name}: " if name else ""
                 header = line.lstrip().startswith("[")
                 later = " (the keys under it are checked once it is fixed)" if header else ""
                 problems.append((n, f"{what}TOML syntax error: {reason} (column {col}); fix: "
-                                 f"{_fix_for(line, reason)}{later}"))
+                                 f"{_fix_for(line, reason, numbers.get(name, ''))}{later}"))
                 if header:  # a broken header: its keys are not checked
                     alias[_PLACEHOLDER.format(n)] = ""
                     lines[idx] = f"[{_PLACEHOLDER.format(n)}]"

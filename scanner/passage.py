@@ -10,8 +10,9 @@ cooldown so one person is one record.
 One person, one record (docs/credentials.md section 5): all codes of one frame are fed together
 (`on_codes`), so a red health code shown beside a residence code decides once with both; and
 after a decision (early, when a credential alone refused the person, or complete), codes other
-than a new health code that arrive within the cooldown belong to the decided passage and open
-nothing: the residence code a person shows out of habit after the gate already decided.
+than a new health code that arrive within the cooldown (after a DENY: at least the pairing
+window) belong to the decided passage and open nothing: the residence code a person shows out of
+habit after the gate already decided, or the wrist a refused person still holds out.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class Passage:
         self._recent: dict[str, float] = {}  # code key -> decided at
         self._last_decision: float | None = None
         self._absorb_until = 0.0
-        self.absorbed = 0  # codes taken into an early-decided passage (for the log and tests)
+        self.absorbed = 0  # codes taken into the passage just decided (for the log and tests)
 
     @property
     def active(self) -> bool:
@@ -80,7 +81,7 @@ class Passage:
     def on_codes(self, t: float, items: list[tuple[str, Any]]) -> tuple[Outcome | None, list[str]]:
         """Feed the newly seen codes of one frame together. `key` identifies a payload (a hash,
         never the text). Returns (outcome if the passage ended, keys accepted). A repeat within
-        the cooldown, or a code absorbed into the passage just decided early, is not accepted:
+        the cooldown, or a code absorbed into the passage just decided, is not accepted:
         the caller neither signals nor records it."""
         self._recent = {k: d for k, d in self._recent.items() if t - d < self.cooldown_s}
         accepted: list[str] = []

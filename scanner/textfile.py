@@ -30,13 +30,22 @@ class NotUtf8Error(ScannerError, ValueError):
         super().__init__(f"line {line}: {problem}" if line else problem)
 
 
+def _utf16_without_bom(raw: bytes) -> bool:
+    """UTF-16 saved without a BOM: mostly-ASCII text then has a NUL in every other byte (odd
+    positions for little-endian, even for big-endian) and none in the others."""
+    if b"\x00" not in raw or len(raw) < 4:
+        return False
+    even, odd = raw[0::2], raw[1::2]
+    return any(a.count(0) == 0 and b.count(0) * 2 >= len(b) for a, b in ((even, odd), (odd, even)))
+
+
 def decode_text(raw: bytes) -> str:
     """`raw` as text: UTF-8 with an optional leading BOM (dropped). NotUtf8Error for UTF-16
-    (a UTF-16 BOM) and for any byte sequence that is not UTF-8, naming GBK when the bytes
-    decode as GB18030. Line endings are left as they are (CRLF stays CRLF)."""
+    (a UTF-16 BOM, or none and NULs in every other byte) and for any byte sequence that is not
+    UTF-8, naming GBK when the bytes decode as GB18030. Line endings are left as they are (CRLF stays CRLF)."""
     if raw.startswith(codecs.BOM_UTF8):
         raw = raw[len(codecs.BOM_UTF8):]
-    elif raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+    elif raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or _utf16_without_bom(raw):
         raise NotUtf8Error(0, f"saved as UTF-16 (Notepad calls it \"Unicode\"), not UTF-8; fix: {SAVE_AS_UTF8}")
     try:
         return raw.decode("utf-8")

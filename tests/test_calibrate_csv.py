@@ -119,3 +119,36 @@ def test_the_excel_file_calibrates_through_the_cli(tmp_path: Path, capsys: pytes
 
     th = load_config(site).thermometer
     assert th.calibration_version == "site-1" and th.offset_c != 0.0
+
+
+# -- issue 12 leftovers: every bad row at once, a file without rows named -----------------------------
+
+
+def test_every_bad_row_is_reported_not_only_the_first(tmp_path: Path) -> None:
+    """Before: stopped at line 2; the person fixed one row per run."""
+    f = write(tmp_path, b"object_c,ambient_c,reference_c\n32.2,5.0,x\n33.4,12.0,36.8\n33,1,24,0,36,8\n"
+              b"32.2,5.0,367\n")
+    assert refused(f).splitlines() == [
+        f"{f}: 3 bad rows, fix each one:",
+        f"  {f} line 2: expected three numbers object_c,ambient_c,reference_c, each finite (value: not a number "
+        "(got 'x')); fix: one pair per line, object_c,ambient_c,reference_c in °C",
+        f"  {f} line 4: looks like decimal commas split into 6 columns (got '33,1,24,0,36,8'); fix: write 33.1 with a "
+        "dot, or separate the columns with ';'",
+        f"  {f} line 5: reference 367.0 °C outside 34.0..42.5" + refused(f).splitlines()[3].split("42.5", 1)[1],
+    ]
+
+
+def test_more_than_twenty_bad_rows_are_counted(tmp_path: Path) -> None:
+    f = write(tmp_path, b"object_c,ambient_c,reference_c\n" + b"x,y,z\n" * 25)
+    lines = refused(f).splitlines()
+    assert lines[0] == f"{f}: 25 bad rows, fix each one:" and len(lines) == 22
+    assert lines[-1] == f"  {f}: 5 more bad row(s) not shown"
+
+
+@pytest.mark.parametrize(("data", "got"), [(b"", "an empty file"), (b"\xef\xbb\xbfobject_c,ambient_c,reference_c\r\n",
+                                                                      "only a header")])
+def test_a_file_without_data_rows_names_the_file(tmp_path: Path, data: bytes, got: str) -> None:
+    """Before: no pairs and a fit error that named no file."""
+    f = write(tmp_path, data)
+    assert refused(f) == (f"{f}: no data rows (got {got}); fix: one pair per line, object_c,ambient_c,reference_c "
+                          "in °C, e.g. 32.2,5.0,36.7")

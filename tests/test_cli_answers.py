@@ -170,3 +170,88 @@ def test_a_gbk_pin_file_is_one_line(tmp_path: Path) -> None:
     assert e.value.problems == [f"staff.pin_file: {pin} is not UTF-8 text; fix: write a PIN of 6 or more characters "
                                 "into it, save it as UTF-8 / 请另存为 UTF-8 编码 (Notepad: Save As, Encoding: UTF-8)"]
 
+
+
+# -- issue 12 leftovers -------------------------------------------------------------------------
+
+
+SIM = '[checkpoint]\nmode = "simulated"\n[simulation]\nbootstrap = true\n'
+
+
+def test_verify_without_keys_on_a_mistyped_path_names_the_path(capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: "no trust data", which sent the person after the wrong option."""
+    assert cli.main(["codes", "verify", "shots/gate3.png"]) == 2
+    assert capsys.readouterr().err.startswith("error: no such file: shots/gate3.png; fix: check the path")
+
+
+def test_verify_help_shows_the_paths_a_device_uses() -> None:
+    text = help_of("codes", "verify")
+    assert "/var/lib/checkpoint-scanner/trust/trust-list.cose" in text and "/etc/checkpoint-scanner/anchor.crt" in text
+    assert "/var/lib/checkpoint/" not in text and "/etc/checkpoint/" not in text
+
+
+def test_selftest_only_empty_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: `--only ""` ran every check."""
+    f = tmp_path / "site.toml"
+    f.write_text(SIM)
+    assert cli.main(["selftest", "--config", str(f), "--only", ""]) == 2
+    cap = capsys.readouterr()
+    assert cap.out == "" and cap.err.startswith('error: --only "" is empty') and cap.err.count("\n") == 1
+
+
+def test_selftest_only_in_capitals_runs_the_group(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "site.toml"
+    f.write_text(SIM)
+    assert cli.main(["selftest", "--config", str(f), "--only", "CONFIG"]) == 0
+    assert "PASS 通过  config" in capsys.readouterr().out
+
+
+def test_top_help_counts_the_demo_people_and_kiosk_help_has_no_source_path() -> None:
+    assert "14 simulated people" in help_of() and "12+" not in help_of()
+    kiosk = help_of("kiosk")
+    assert "scanner/reasons.py" not in kiosk and "--reason list" in kiosk
+
+
+@pytest.mark.parametrize(("command", "title"), [(("pull",), "拉取记录 / "), (("check-config",), "检查配置文件 / "),
+                                                (("decode",), "识读二维码图片 / "), (("codes",), "健康码工具 / "),
+                                                (("queue",), "上报队列 / "), (("kiosk",), "屏幕预览 / ")])
+def test_help_starts_with_a_chinese_title(command: tuple[str, ...], title: str) -> None:
+    text = help_of(*command)
+    assert text.split("\n\n")[1].startswith(title), text[:300]
+
+
+def test_kiosk_reason_list_prints_the_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        cli.main(["kiosk", "--reason", "list"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out.splitlines()
+    assert any(x.split()[:2] == ["HEALTH_RED", "健康码红码"] for x in out)
+
+
+@pytest.mark.parametrize(("name", "magic"), [("k.jpg", b"\xff\xd8\xff"), ("k.PNG", b"\x89PNG")])
+def test_kiosk_writes_the_format_its_name_says(tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str,
+                                              magic: bytes) -> None:
+    """Before: k.jpg held a PNG."""
+    out = tmp_path / name
+    assert cli.main(["kiosk", "--render", "PASS", "--size", "320x240", "--out", str(out)]) == 0
+    assert out.read_bytes().startswith(magic)
+
+
+def test_kiosk_refuses_a_name_without_an_image_extension(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["kiosk", "--render", "PASS", "--out", str(tmp_path / "k.gif")]) == 1
+    assert capsys.readouterr().err.startswith(f"error: --out {tmp_path / 'k.gif'}: the name must end with .png or .jpg")
+    assert not (tmp_path / "k.gif").exists()
+
+
+def test_a_full_stdout_is_one_line_with_a_fix(tmp_path: Path) -> None:
+    """Before: "error: [Errno 28] No space left on device"."""
+    import subprocess
+    import sys
+
+    png = str(tmp_path / "k.png")
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, "-c", "import sys; from scanner import cli; sys.exit(cli.main(['kiosk', "
+                            f"'--render', 'PASS', '--size', '320x240', '--out', {png!r}]))"],
+                           stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert r.returncode == 1 and r.stderr == ("error: cannot write the output (no space left on the device); fix: "
+                                              "free space where the output goes, or redirect it to another file\n")

@@ -203,3 +203,56 @@ def test_a_blank_id_is_refused_in_any_mode(mode: str) -> None:
 def test_a_simulated_lane_may_keep_the_placeholders() -> None:
     cfg = parse_config('[checkpoint]\nmode = "simulated"\n[simulation]\nbootstrap = true\n', "demo.toml")
     assert (cfg.checkpoint.id, cfg.checkpoint.device_id) == ("CHECKPOINT-1", "device-1")
+
+
+# -- issue 12 leftovers: fixes that misled ---------------------------------------------------------
+
+
+SIM = '[checkpoint]\nmode = "simulated"\n[simulation]\nbootstrap = true\n'  # lines 1-4
+
+
+@pytest.mark.parametrize("value", ["abc", "３.５"])
+def test_a_word_or_full_width_digits_in_a_number_key_ask_for_a_number(value: str) -> None:
+    """Before: "text goes in double quotes: offset_c = "３.５"", wrong for a number key."""
+    assert problems(f"{SIM}[thermometer]\noffset_c = {value}\n") == [
+        "line 6: thermometer.offset_c: TOML syntax error: Invalid value (column 12); fix: write a number such as "
+        "2.0 (ASCII digits, a decimal point), without quotes"]
+
+
+@pytest.mark.parametrize(("line", "fixed"), [("[thermometer]\noffset_c = 3,5", "offset_c = 3.5"),
+                                             ("[camera]\nreplay_fps = 5,0", "replay_fps = 5.0")])
+def test_a_decimal_comma_asks_for_a_decimal_point(line: str, fixed: str) -> None:
+    p = problems(f"{SIM}{line}\n")
+    assert len(p) == 1 and p[0].startswith("line 6: ") and p[0].endswith(f"fix: use a decimal point: {fixed}")
+
+
+def test_a_full_width_section_header_is_one_line_and_keeps_its_keys() -> None:
+    """Before: one syntax error plus 4 "checkpoint.source: unknown key" lines for camera's keys."""
+    text = (f"{SIM}[thermometer]\noffset_c = 1.0\n［camera］\nfps = 500\nwidth = 640\nheight = 480\n"
+            "source = \"replay\"\n")
+    assert problems(text) == [
+        "line 7: [camera]: TOML syntax error: the section name is in full-width brackets (got ［camera］); fix: use "
+        "ASCII brackets [camera] (the keys under it are checked as [camera])",
+        "line 8: camera.fps: out of range 1..120 (got 500); fix: capture frames per second"]
+
+
+def test_a_full_width_equals_sign_names_the_key() -> None:
+    p = problems(f"{SIM}[thermometer]\noffset_c ＝ 3.5\n")
+    assert len(p) == 1 and p[0].startswith("line 6: thermometer.offset_c: TOML syntax error")
+    assert "use the plain ASCII characters" in p[0]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_utf16_without_a_bom_is_one_line(tmp_path: Path, encoding: str) -> None:
+    """Before (LE): 21 syntax-error lines."""
+    f = tmp_path / "site.toml"
+    f.write_bytes((REAL + "[camera]\nfps = 10\n").encode(encoding))
+    assert load_problems(f) == [f'saved as UTF-16 (Notepad calls it "Unicode"), not UTF-8; {SAVE_AS}']
+
+
+def test_every_pin_problem_is_reported_at_once() -> None:
+    """Before: only green_pin; relay_pin = 1 came after green_pin was fixed."""
+    assert problems(f"{SIM}[indicators]\ngreen_pin = 0\nrelay_pin = 1\n") == [
+        "line 6: indicators.green_pin: out of range 2..27 (got 0); fix: BCM number of the green LED",
+        "line 7: indicators.relay_pin: GPIO1 is reserved for the HAT EEPROM (got 1); fix: use 0 for no relay or a "
+        "free pin such as 23"]
