@@ -33,11 +33,14 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs
 
+from prometheus_client import generate_latest
+
 from scanner import outbox
 from scanner.config import ApiSection
 from scanner.errors import ScannerError
 from scanner.httpserve import HttpServer, Limits, Request, Response, json_body, tls_context
-from scanner.sync.metrics import render_metrics
+from scanner.sync.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from scanner.sync.metrics import OutboxCollector, registry
 from scanner.sync.uploader import SyncState
 
 log = logging.getLogger("scanner.api")
@@ -91,7 +94,8 @@ class Api:
               "/metrics": ("GET",)}
 
     def __init__(self, cfg: ApiSection, store_path: str, token: str, state: SyncState | None = None, *,
-                 max_bytes: int = 0, clock_trusted: Callable[[], bool] = lambda: False) -> None:
+                 max_bytes: int = 0, clock_trusted: Callable[[], bool] = lambda: False,
+                 info: dict[str, str] | None = None) -> None:
         if not token:
             raise ScannerError("the pull API needs a token; fix: put one in the file named by [api] token_file")
         self.cfg = cfg
@@ -112,6 +116,9 @@ class Api:
         # dropped by record_id).
         self.handed_out: dict[str, int] = {}
         self.server: HttpServer | None = None
+        # /metrics: the outbox is read at scrape time by the collector; process metrics come free.
+        self.metrics = registry(OutboxCollector(self._outbox_status, self.state, clock_synced=self.clock_trusted,
+                                                api_responses=self._response_counts, info=info))
 
     # -- server lifecycle ----------------------------------------------------------------
     def limits(self) -> Limits:
@@ -173,7 +180,7 @@ class Api:
             if req.path == "/healthz":
                 resp = self._healthz()
             elif req.path == "/metrics":
-                resp = Response(200, self._metrics().encode(), "text/plain; version=0.0.4; charset=utf-8")
+                resp = Response(200, generate_latest(self.metrics), METRICS_CONTENT_TYPE)
             elif req.path == "/api/v1/records":
                 resp = Response(200, self._records(req.query, client))
             else:
@@ -286,11 +293,12 @@ class Api:
         log.info("event=api_ack client=%s upto=%d delivered_upto=%d reset=%s", client, seq, mark, reset)
         return json.dumps({"delivered_cursor": outbox.encode_cursor(oid, mark), "cursor_reset": reset}).encode()
 
-    def _metrics(self) -> str:
-        st = outbox.read(self.store_path, lambda conn: outbox.status(conn, self.store_path, self.max_bytes))
+    def _outbox_status(self) -> dict[str, Any]:
+        return outbox.read(self.store_path, lambda conn: outbox.status(conn, self.store_path, self.max_bytes))
+
+    def _response_counts(self) -> dict[str, int]:
         with self.counts_lock:
-            counts = dict(self.counts)
-        return render_metrics(st, self.state, clock_synced=self.clock_trusted(), api_responses=counts)
+            return dict(self.counts)
 
 
 def _transport_error(status: int, message: str) -> bytes:

@@ -131,14 +131,14 @@ if ! grep -qs '^i2c-dev' /etc/modules; then
     run sh -c "echo i2c-dev >> /etc/modules"
 fi
 
-step "3/8 service user $SVC_USER in groups gpio, i2c, video"
-for g in gpio i2c video; do
+step "3/8 service user $SVC_USER in groups gpio, i2c, video, audio (espeak-ng)"
+for g in gpio i2c video audio; do
     getent group "$g" >/dev/null 2>&1 || run groupadd --system "$g"
 done
 if id "$SVC_USER" >/dev/null 2>&1; then
-    run usermod -a -G gpio,i2c,video "$SVC_USER"
+    run usermod -a -G gpio,i2c,video,audio "$SVC_USER"
 else
-    run useradd --system --home-dir "$STATE" --shell /usr/sbin/nologin --groups gpio,i2c,video "$SVC_USER"
+    run useradd --system --home-dir "$STATE" --shell /usr/sbin/nologin --groups gpio,i2c,video,audio "$SVC_USER"
 fi
 
 step "4/8 code in $PREFIX"

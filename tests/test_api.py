@@ -13,6 +13,7 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
+from promtext import samples
 
 from scanner import outbox
 from scanner.api import Api, TokenBucket
@@ -178,14 +179,18 @@ def test_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
 
 
 def test_metrics_expose_queue_state(srv: Running) -> None:
-    text = srv.get("/metrics").text
-    for name in ("checkpoint_outbox_queue_depth 25", "checkpoint_outbox_oldest_unsent_age_seconds",
-                 "checkpoint_outbox_last_delivery_timestamp_seconds 0", 'checkpoint_upload_failures_total{reason=',
-                 "checkpoint_outbox_dead_letters 0", "checkpoint_outbox_db_bytes", "checkpoint_outbox_wal_bytes",
-                 "checkpoint_clock_synced 1", "checkpoint_outbox_commit_seconds_bucket",
-                 "checkpoint_outbox_disk_alarm 0", "checkpoint_outbox_corruption_alarm 0"):
-        assert name in text, name
-    assert "# TYPE checkpoint_outbox_queue_depth gauge" in text
+    r = srv.get("/metrics")
+    assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    m = samples(r.text)
+    expected = {"checkpoint_outbox_queue_depth": 25, "checkpoint_outbox_last_delivery_timestamp_seconds": 0,
+                'checkpoint_upload_failures_total{reason="none"}': 0, "checkpoint_outbox_dead_letters": 0,
+                "checkpoint_clock_synced": 1, "checkpoint_outbox_disk_alarm": 0,
+                "checkpoint_outbox_corruption_alarm": 0}
+    assert {k: m.get(k) for k in expected} == expected
+    for name in ("checkpoint_outbox_oldest_unsent_age_seconds", "checkpoint_outbox_db_bytes",
+                 "checkpoint_outbox_wal_bytes", 'checkpoint_outbox_commit_seconds_bucket{le="+Inf"}'):
+        assert name in m, name
+    assert "# TYPE checkpoint_outbox_queue_depth gauge" in r.text
 
 
 def test_tls_with_a_self_signed_certificate(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from promtext import samples
 from test_api import AUTH, TOKEN, Running
 from test_outbox_runtime import damage_page
 from test_store import rec
@@ -82,8 +83,9 @@ def test_corruption_met_by_a_pull_is_moved_aside_and_healthz_shows_the_alarm(tmp
         assert health.status_code == 200 and health.json()["status"] == "degraded"
         assert "moved aside" in health.json()["alarms"][0] and "queue export --db" in health.json()["alarms"][0]
         metrics = r.get("/metrics")
-        assert metrics.status_code == 200 and "checkpoint_outbox_corruption_alarm 1" in metrics.text
-        assert "checkpoint_outbox_runtime_recoveries_total 1" in metrics.text
+        assert metrics.status_code == 200
+        m = samples(metrics.text)
+        assert m["checkpoint_outbox_corruption_alarm"] == 1 and m["checkpoint_outbox_runtime_recoveries_total"] == 1
         assert r.store.record(rec()) == 1  # new passages land in the fresh outbox
         moved = Path(r.store.recovered_from or "")
         assert (moved / "o.db").exists() and (moved / "REASON.txt").exists()
@@ -126,20 +128,20 @@ def test_healthz_and_metrics_report_failed_commits_and_free_space(tmp_path: Path
             r.store.record(rec(credentials=tuple(CredentialSummary("health", "VALID", "x" * 500) for _ in range(50))))
         h = r.get("/healthz", headers={})
         assert h.status_code == 503 and "could not be recorded" in h.json()["reasons"][0]
-        text = r.get("/metrics").text
-        assert "checkpoint_outbox_write_failures_total 1" in text and "checkpoint_outbox_write_failing 1" in text
+        m = samples(r.get("/metrics").text)
+        assert m["checkpoint_outbox_write_failures_total"] == 1 and m["checkpoint_outbox_write_failing"] == 1
         r.store.conn.execute("PRAGMA max_page_count = 1000000")
         r.store.record(rec())
         assert r.get("/healthz", headers={}).json() == {"status": "ok"}
-        text = r.get("/metrics").text
-        assert "checkpoint_outbox_write_failures_total 1" in text and "checkpoint_outbox_write_failing 0" in text
+        m = samples(r.get("/metrics").text)
+        assert m["checkpoint_outbox_write_failures_total"] == 1 and m["checkpoint_outbox_write_failing"] == 0
         low = FsSpace(5 << 20, 32 << 30, False)  # 5 MiB left on the card, the cap far away
         monkeypatch.setattr("scanner.outbox_health.fs_space", lambda _p: low)
         monkeypatch.setattr("scanner.outbox.fs_space", lambda _p: low)
         h = r.get("/healthz", headers={})
         assert h.status_code == 503 and "only 5 MiB free" in h.json()["reasons"][0]
-        text = r.get("/metrics").text
-        assert "checkpoint_outbox_disk_alarm 1" in text and f"checkpoint_outbox_fs_free_bytes {5 << 20}" in text
+        m = samples(r.get("/metrics").text)
+        assert m["checkpoint_outbox_disk_alarm"] == 1 and m["checkpoint_outbox_fs_free_bytes"] == 5 << 20
     finally:
         r.close()
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from promtext import samples
 
 from scanner import outbox
 from scanner.api import Api
@@ -201,6 +202,10 @@ def test_start_background_serves_and_stops(tmp_path: Path) -> None:
         r = requests.get(f"http://127.0.0.1:{port}/api/v1/records", headers={"Authorization": f"Bearer {TOKEN}"},
                          timeout=5)
         assert r.status_code == 200 and len(r.json()["records"]) == 3
+        m = requests.get(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
+        info = [k for k in samples(m.text) if k.startswith("checkpoint_info{")]  # the config's ids
+        assert len(info) == 1 and f'checkpoint_id="{cfg.checkpoint.id}"' in info[0]
+        assert f'device_id="{cfg.checkpoint.device_id}"' in info[0]
     finally:
         stop.set()
         for t in threads:

@@ -19,7 +19,7 @@ from scanner.config import Config
 from scanner.errors import ScannerError
 from scanner.outbox_health import FREE_FLOOR_BYTES, capacity_ratio, fs_space
 from scanner.store import check_integrity, connect, on_read_error, open_store
-from scanner.sync.metrics import WAL_ALARM_BYTES
+from scanner.sync.metrics import WAL_ALARM_BYTES, build_info
 from scanner.sync.uploader import SyncState, Uploader
 
 log = logging.getLogger("scanner.outbox")
@@ -160,7 +160,8 @@ def start_background(cfg: Config, store_path: str, stop: threading.Event,
         from scanner.api import Api
 
         api = Api(api_cfg, store_path, api_token, state, max_bytes=max_bytes,
-                  clock_trusted=clock_trusted or Clock(cfg.clock.trust).trusted)
+                  clock_trusted=clock_trusted or Clock(cfg.clock.trust).trusted,
+                  info=build_info(cfg.checkpoint.device_id, cfg.checkpoint.id))
         api.bind()  # fail now, with the fix, if the port is taken
     m = Maintenance(store_path, stop, state, interval_s=cfg.store.maintenance_interval_s,
                     retention_s=cfg.store.retention_days * 86400, max_bytes=max_bytes)
