@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+#: A staff id as staff type it: 1-32 letters (Latin or CJK), digits, `_`, `.` or `-`; no spaces,
+#: no control characters (it is logged and recorded with every override).
+STAFF_ID = re.compile(r"[A-Za-z0-9_.\-\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]{1,32}")
+
+
+def valid_staff_id(value: object) -> str | None:
+    """The staff id, stripped, if it matches STAFF_ID; else None. The lane and the staff page
+    both judge ids with this one check."""
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    return value if STAFF_ID.fullmatch(value) else None
 
 
 class Verdict(StrEnum):

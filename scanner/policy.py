@@ -8,12 +8,12 @@ missing code, a missing temperature or a sensor fault can never turn into a gree
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from scanner.models import Decision, Measurement, TempStatus, Verdict, strictest
+from scanner.numbers import is_finite_number
 
 # Verification codes that mean "this credential is bad": the person is refused.
 DENY_CODES = frozenset({"SIGNATURE_INVALID", "EXPIRED", "REVOKED", "DENYLISTED", "FORMAT_INVALID",
@@ -111,7 +111,7 @@ def decide(verifications: Sequence[Any], measurement: Measurement | None,
             reasons.append("TEMP_UNAVAILABLE")
     elif measurement.status is not TempStatus.OK:
         reasons.append(TEMP_REASON.get(measurement.status, "TEMP_UNAVAILABLE"))
-    elif not _finite(measurement.body_c) or not _finite(rules.fever_threshold_c):
+    elif not is_finite_number(measurement.body_c) or not is_finite_number(rules.fever_threshold_c):
         reasons.append("TEMP_UNAVAILABLE")  # NaN compares False both ways: never let it reach `<`
     elif not measurement.body_c < rules.fever_threshold_c:  # type: ignore[operator]
         reasons.append("FEVER")
@@ -129,10 +129,6 @@ def early_deny(verifications: Iterable[Any], rules: CheckpointRules) -> bool:
     temperature, and staff see the red light at once."""
     return any(_verdict_for(r) is Verdict.DENY
                for v in verifications if is_credential(v) for r in credential_reasons(v, rules))
-
-
-def _finite(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _unique(items: list[str]) -> list[str]:

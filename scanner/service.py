@@ -13,7 +13,6 @@ import dataclasses
 import logging
 import math
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -28,9 +27,10 @@ from scanner.config import Config
 from scanner.credentials.state import TrustState
 from scanner.decode import Decoder
 from scanner.errors import StoreError
-from scanner.models import CredentialSummary, PassageRecord, Verdict
+from scanner.models import CredentialSummary, PassageRecord, Verdict, valid_staff_id
 from scanner.monitor import LaneMonitor
 from scanner.notify import Notifier
+from scanner.numbers import is_finite_number
 from scanner.passage import Outcome, Passage
 from scanner.policy import RECENTLY_DENIED, CheckpointRules
 from scanner.screening import Screener, ScreeningRules
@@ -38,9 +38,6 @@ from scanner.store import Store, new_record_id
 from scanner.watchdog import LaneWatchdog
 
 log = logging.getLogger("scanner.lane")
-
-#: A staff id as staff type it: letters (CJK too), digits, `_ . -`; 1 to 32 characters.
-STAFF_ID_RE = re.compile(r"^[\w.\-]{1,32}$")
 
 @dataclass
 class Devices:
@@ -252,7 +249,7 @@ class Lane:
         th = self.dev.thermometer
         try:
             obj, amb = th.object_temperature(), th.ambient_temperature()
-            if not (math.isfinite(obj) and math.isfinite(amb)):
+            if not (is_finite_number(obj) and is_finite_number(amb)):
                 raise OSError(f"thermometer returned a non-finite reading (object {obj}, ambient {amb})")
         except (OSError, TypeError) as e:
             was_down = self.screener.down
@@ -374,8 +371,8 @@ class Lane:
     def _override(self, verdict: str, staff_id: str, record_id: str | None) -> dict[str, Any]:
         if verdict not in ("PASS", "DENY"):
             return {"ok": False, "message": "verdict must be PASS or DENY / 只能放行或拦截"}
-        staff_id = staff_id.strip() if isinstance(staff_id, str) else ""
-        if not STAFF_ID_RE.fullmatch(staff_id):
+        checked_id = valid_staff_id(staff_id)
+        if checked_id is None:
             return {"ok": False, "message": "请填写工号（1-32个字母或数字） / "
                     "a staff id is required (1-32 letters or digits)"}
         if not record_id or not isinstance(record_id, str):
@@ -402,7 +399,7 @@ class Lane:
             ts_utc=self.clock.now().isoformat(timespec="milliseconds"), clock_trusted=self.clock.trusted(),
             boot_id=self.boot_id, mono_s=round(self.mono(), 3), verdict=verdict,
             reasons=("STAFF_OVERRIDE", *[r for r in orig["reasons"] if r != "STAFF_OVERRIDE"]),
-            credentials=creds, override_by=staff_id, override_verdict=verdict, override_of=record_id,
+            credentials=creds, override_by=checked_id, override_verdict=verdict, override_of=record_id,
             **keep)
         # The lights and the relay answer only for the person the lane is showing now; an older
         # REVIEW is recorded, and staff let that person through by hand.
@@ -414,7 +411,7 @@ class Lane:
         self.monitor.on_passage({**dataclasses.asdict(rec), "seq": new_seq})  # recorded: no longer pending
         showing = showing and shown
         log.info("event=staff_override seq=%d of_seq=%d verdict=%s staff=%s shown=%s", new_seq, seq, verdict,
-                 staff_id, showing)
+                 checked_id, showing)
         if not showing:
             return {"ok": True, "seq": new_seq, "message": f"{verdict} 已记录（通道已有下一人，未开闸） / "
                     "recorded (the lane has moved on: the gate was not opened)"}

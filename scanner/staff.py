@@ -32,19 +32,17 @@ from pathlib import Path
 from typing import Any
 
 from scanner.decode import HINT_TEXT
-from scanner.errors import ConfigError
 from scanner.httpserve import HttpServer, Limits, Request, Response, json_body
+from scanner.models import valid_staff_id
 from scanner.reasons import REASONS
 from scanner.staff_auth import LOCKOUT_AFTER, SESSION_S, PinGuard, Sessions
 
-__all__ = ["LOCKOUT_AFTER", "Refreshed", "StaffServer", "load_pin", "valid_staff_id"]
+__all__ = ["LOCKOUT_AFTER", "Refreshed", "StaffServer", "valid_staff_id"]
 
 log = logging.getLogger("scanner.staff")
 
 MAX_BODY = 4096
 PAGE = (Path(__file__).parent / "staff_page.html")
-#: 1-32 letters (Latin or CJK), digits, `_`, `.` or `-`: no spaces, no control characters.
-STAFF_ID = re.compile(r"[A-Za-z0-9_.\-\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]{1,32}")
 RECORD_ID = re.compile(r"[0-9A-Za-z\-]{1,64}")
 SECURITY_HEADERS = {
     "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
@@ -52,28 +50,6 @@ SECURITY_HEADERS = {
                                "script-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
 }
 PIN_REQUIRED = "PIN required / 请输入PIN"
-
-
-def load_pin(path: str) -> str:
-    if path.startswith("$"):
-        raise ConfigError([f"staff.pin_file: {path} names an unset variable; fix: run under systemd (the unit "
-                           "loads the staff-pin credential) or give a file path"])
-    try:
-        pin = Path(path).read_text(encoding="utf-8").strip()
-    except OSError as e:
-        raise ConfigError([f"staff.pin_file: cannot read {path} ({e.strerror}); fix: write a PIN of 6+ digits "
-                           "into that file, chmod 600, owned by the service user"]) from None
-    if len(pin) < 6:
-        raise ConfigError([f"staff.pin_file: the PIN in {path} is shorter than 6 characters; fix: use 6 or more"])
-    return pin
-
-
-def valid_staff_id(value: object) -> str | None:
-    """The staff id, stripped, if it is 1-32 letters (Latin or CJK), digits, `_`, `.`, `-`."""
-    if not isinstance(value, str):
-        return None
-    value = value.strip()
-    return value if STAFF_ID.fullmatch(value) else None
 
 
 def _answer(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
